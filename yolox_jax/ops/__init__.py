@@ -1,0 +1,1 @@
+"""Array operations: boxes, anchors, label assignment, losses, NMS, post-processing."""
