@@ -1,0 +1,238 @@
+"""Experiment configuration: plain dataclasses, Python config files, strict overrides.
+
+A config file in ``configs/`` defines ``get_config() -> Config``. Command-line overrides are
+``key=value`` pairs with dotted keys (``train.max_epoch=10``, ``data.batch_size=16``); an unknown
+key is an error that lists the valid ones (the official YOLOX silently ignores them).
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+@dataclass
+class ModelConfig:
+    name: str = "yolox-s"
+    num_classes: int = 80
+    # Overrides passed to build_model (depth, width, depthwise, act); None keeps the variant's.
+    depth: Optional[float] = None
+    width: Optional[float] = None
+    act: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    # "synthetic" | "coco" | "voc" | "tfds"
+    source: str = "coco"
+    # coco: annotation JSON and image folder, for train and val.
+    train_ann: str = ""
+    train_images: str = ""
+    val_ann: str = ""
+    val_images: str = ""
+    # voc: root folder (VOCdevkit) ; tfds: dataset name and data_dir.
+    root: str = ""
+    tfds_name: str = "coco/2017"
+    train_split: str = "train"
+    val_split: str = "validation"
+    # synthetic shapes dataset (no download).
+    synthetic_train_images: int = 2000
+    synthetic_val_images: int = 200
+    synthetic_image_size: tuple = (256, 256)
+    synthetic_seed: int = 0
+    # pipeline
+    input_size: tuple = (640, 640)
+    test_size: tuple = (640, 640)
+    batch_size: int = 64  # global batch, across all devices and hosts
+    num_workers: int = 4
+    max_labels: int = 120
+    # augmentation (official yolox_base defaults)
+    mosaic_prob: float = 1.0
+    mixup_prob: float = 1.0
+    enable_mixup: bool = True
+    hsv_prob: float = 1.0
+    flip_prob: float = 0.5
+    degrees: float = 10.0
+    translate: float = 0.1
+    mosaic_scale: tuple = (0.1, 2.0)
+    mixup_scale: tuple = (0.5, 1.5)
+    shear: float = 2.0
+    # multiscale: sizes input/32 -+ range, redrawn every `multiscale_interval` steps; 0 = off
+    multiscale_range: int = 5
+    # explicit multiscale range in units of 32 (official random_size, e.g. (10, 20)); () = use range
+    random_size: tuple = ()
+    multiscale_interval: int = 10
+
+
+@dataclass
+class TrainConfig:
+    max_epoch: int = 300
+    warmup_epochs: int = 5
+    no_aug_epochs: int = 15
+    basic_lr_per_img: float = 0.01 / 64.0
+    min_lr_ratio: float = 0.05
+    warmup_lr: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    ema: bool = True
+    ema_decay: float = 0.9998
+    ema_ramp: float = 2000.0
+    # "float32" | "bfloat16" (bf16 compute, float32 master weights)
+    compute_dtype: str = "float32"
+    # Limit epoch length (0 = len(dataset) // batch) -- handy for smoke runs.
+    steps_per_epoch: int = 0
+    seed: int = 0
+    print_interval: int = 10
+    # loss options (see yolox_jax.ops.losses)
+    iou_loss_type: str = "iou"
+    obj_target: str = "binary"
+    center_radius: float = 1.5
+
+
+@dataclass
+class EvalConfig:
+    interval: int = 10  # epochs; every epoch in the no-aug phase
+    conf_threshold: float = 0.01
+    nms_threshold: float = 0.65
+    batch_size: int = 32
+    max_detections: int = 100
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "outputs"
+    experiment: str = ""
+    keep_checkpoints: int = 3
+    checkpoint_every_epochs: int = 1
+    tensorboard: bool = True
+    # "" = from scratch; a path to an official .pth or to one of our checkpoint dirs.
+    init_from: str = ""
+    resume: bool = False
+    # Stop after this many global steps (0 = run to max_epoch); for tests and smoke runs.
+    max_steps: int = 0
+    # jax.distributed: "auto" initialises when the usual cluster env vars are present.
+    distributed: str = "auto"
+    coordinator_address: str = ""
+    num_processes: int = 0
+    process_id: int = -1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of ``to_dict`` (e.g. for the config saved in a checkpoint); unknown keys raise."""
+    cfg = Config()
+    for section, values in d.items():
+        for key, value in values.items():
+            set_value(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def _valid_keys(cfg: Config) -> list[str]:
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(cfg)
+            for f in dataclasses.fields(getattr(cfg, s.name))]
+
+
+def _coerce(value: Any, annotation: str, key: str):
+    """Convert a parsed value to the field's declared type."""
+    if isinstance(value, str) and annotation != "str":
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            if value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            elif value.lower() in ("none", "null"):
+                value = None
+    if annotation.startswith("Optional"):
+        if value is None:
+            return None
+        annotation = annotation[len("Optional["):-1]
+    try:
+        if annotation == "bool":
+            if isinstance(value, str):
+                raise ValueError
+            return bool(value)
+        if annotation == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation == "float":
+            return float(value)
+        if annotation == "str":
+            return str(value)
+        if annotation == "tuple":
+            if isinstance(value, (int, float)):
+                value = (value, value)
+            return tuple(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {key!r} expects {annotation}, got {value!r}") from None
+    return value
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    """Set ``section.name`` on ``cfg``; unknown keys raise a ValueError naming the valid keys."""
+    parts = key.split(".")
+    if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
+        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys(cfg))}")
+    section = getattr(cfg, parts[0])
+    # With postponed annotations every field type is its source string ("int", "Optional[float]").
+    annotation = {f.name: str(f.type) for f in dataclasses.fields(section)}[parts[1]]
+    setattr(section, parts[1], _coerce(value, annotation, key))
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` strings (values parsed as Python literals when possible)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        set_value(cfg, key.strip(), value.strip())
+    return cfg
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(path_or_name: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``configs/<name>.py`` (or a path to any such file) and apply overrides.
+
+    ``None`` gives the embedded default: the small model on the synthetic dataset.
+    """
+    if path_or_name is None:
+        from yolox_jax.default_config import synthetic_config
+
+        cfg = synthetic_config()
+    else:
+        path = Path(path_or_name)
+        if not path.exists():
+            candidate = CONFIG_DIR / f"{path_or_name.replace('-', '_')}.py"
+            if not candidate.exists():
+                names = sorted(p.stem for p in CONFIG_DIR.glob("*.py")) if CONFIG_DIR.exists() else []
+                raise FileNotFoundError(f"config {path_or_name!r} not found (known: {names})")
+            path = candidate
+        spec = importlib.util.spec_from_file_location(f"yolox_jax_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ValueError(f"config file {path} defines no get_config()")
+        cfg = module.get_config()
+    return apply_overrides(cfg, list(overrides or []))
+
+
+def dumps(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg), indent=2, default=list)

@@ -1,0 +1,57 @@
+"""From a DataConfig to data sources and the checkpointable train iterator of each phase."""
+from __future__ import annotations
+
+import jax
+
+from yolox_jax import data as data_lib
+from yolox_jax.config import DataConfig
+
+
+def build_sources(d: DataConfig):
+    """(train source, validation source or None) for ``data.source``."""
+    if d.source == "synthetic":
+        train = data_lib.SyntheticShapes(d.synthetic_train_images, image_size=tuple(d.synthetic_image_size),
+                                         seed=d.synthetic_seed)
+        val = data_lib.SyntheticShapes(d.synthetic_val_images, image_size=tuple(d.synthetic_image_size),
+                                       seed=d.synthetic_seed + 1_000_003)
+        return train, val
+    if d.source == "coco":
+        train = data_lib.CocoSource(d.train_ann, d.train_images)
+        val = data_lib.CocoSource(d.val_ann, d.val_images) if d.val_ann else None
+        return train, val
+    if d.source == "voc":
+        return (data_lib.VocSource(d.root, split=d.train_split),
+                data_lib.VocSource(d.root, split=d.val_split) if d.val_split else None)
+    if d.source == "tfds":
+        return (data_lib.TfdsSource(d.tfds_name, split=d.train_split, data_dir=d.root or None),
+                data_lib.TfdsSource(d.tfds_name, split=d.val_split, data_dir=d.root or None)
+                if d.val_split else None)
+    raise ValueError(f"data.source={d.source!r}: expected synthetic, coco, voc or tfds")
+
+
+def multiscale_choices(d: DataConfig) -> list[tuple[int, int]]:
+    """Sizes for multiscale training ([] = single scale). ``random_size`` (lo, hi) in units of 32
+    takes precedence over ``multiscale_range`` as in the official Exp."""
+    h, w = d.input_size
+    if d.random_size:
+        lo, hi = d.random_size
+        return [(32 * s, 32 * int(s * w / h)) for s in range(int(lo), int(hi) + 1)]
+    if d.multiscale_range <= 0:
+        return []
+    return [tuple(s) for s in data_lib.multiscale_sizes(tuple(d.input_size), d.multiscale_range)]
+
+
+def train_iterator(cfg, source, phase: str, local_batch: int):
+    """A checkpointable iterator over this process's shard; ``phase`` "aug" or "no_aug"."""
+    d = cfg.data
+    aug = phase == "aug"
+    loader = data_lib.train_loader(
+        source, input_size=tuple(d.input_size), batch_size=local_batch,
+        seed=cfg.train.seed + (0 if aug else 1),
+        mosaic_prob=d.mosaic_prob if aug else 0.0, mixup_prob=d.mixup_prob,
+        enable_mixup=d.enable_mixup and aug, degrees=d.degrees, translate=d.translate,
+        mosaic_scale=tuple(d.mosaic_scale), mixup_scale=tuple(d.mixup_scale), shear=d.shear,
+        flip_prob=d.flip_prob, hsv_prob=d.hsv_prob, max_labels=d.max_labels,
+        num_workers=d.num_workers, shard_index=jax.process_index(),
+        shard_count=jax.process_count())
+    return iter(loader)

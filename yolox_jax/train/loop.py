@@ -1,0 +1,275 @@
+"""The training loop around the pure train step: data, phases, multiscale, logging,
+evaluation, checkpoints, resume and non-finite detection."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolox_jax import config as config_lib
+from yolox_jax.models.yolox import build_model
+from yolox_jax.train import inputs
+from yolox_jax.train.checkpoint import Checkpointer, abstract_like, read_variables
+from yolox_jax.train.schedule import yolox_warm_cos_lr
+from yolox_jax.train.sharding import (jit_train_step, make_mesh, maybe_initialize_distributed,
+                                      per_process_batch, replicated, shard_batch)
+from yolox_jax.train.state import create_train_state, eval_variables, load_matching, make_optimizer
+from yolox_jax.train.step import bind_train_step
+
+log = logging.getLogger("yolox_jax.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a step produced a non-finite loss or gradient; names the step and batch file."""
+
+
+@dataclass
+class Plan:
+    """Static facts of a run derived from the config."""
+
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    no_aug_start_epoch: int  # first epoch without mosaic/mixup and with L1 (official: 16 epochs)
+    base_lr: float
+
+
+def make_plan(cfg: config_lib.Config, dataset_len: int) -> Plan:
+    t = cfg.train
+    steps = t.steps_per_epoch or dataset_len // cfg.data.batch_size
+    if steps <= 0:
+        raise ValueError(f"dataset of {dataset_len} images gives no full batch of data.batch_size="
+                         f"{cfg.data.batch_size}")
+    # The official trainer closes mosaic and enables L1 when epoch + 1 == max_epoch - no_aug_epochs,
+    # i.e. one epoch earlier than the lr schedule's flat tail.
+    no_aug_start = max(t.max_epoch - t.no_aug_epochs - 1, 0) if t.no_aug_epochs > 0 else t.max_epoch
+    return Plan(global_batch=cfg.data.batch_size, steps_per_epoch=steps,
+                total_steps=steps * t.max_epoch, no_aug_start_epoch=no_aug_start,
+                base_lr=t.basic_lr_per_img * cfg.data.batch_size)
+
+
+def model_from_config(cfg: config_lib.Config):
+    overrides = {k: getattr(cfg.model, k) for k in ("depth", "width", "act")
+                 if getattr(cfg.model, k) is not None}
+    if cfg.train.compute_dtype == "bfloat16":
+        overrides["dtype"] = jnp.bfloat16
+    return build_model(cfg.model.name, num_classes=cfg.model.num_classes, **overrides)
+
+
+def multiscale_size(cfg: config_lib.Config, step: int) -> tuple[int, int]:
+    """Input size for a step: a new random size every ``multiscale_interval`` steps, drawn from a
+    generator keyed by (seed, block), so a resumed run sees the same sizes."""
+    d = cfg.data
+    base = tuple(d.input_size)
+    sizes = inputs.multiscale_choices(d)
+    if not sizes or d.multiscale_interval <= 0:
+        return base
+    block = (step + 1) // d.multiscale_interval
+    if block == 0:
+        return base
+    rng = np.random.default_rng([cfg.train.seed, 7919, block])
+    return tuple(sizes[int(rng.integers(len(sizes)))])
+
+
+def initial_variables(cfg, model, mesh):
+    h, w = cfg.data.input_size
+    rng = jax.random.PRNGKey(cfg.train.seed)
+    init = jax.jit(lambda r: model.init(r, jnp.zeros((1, h, w, 3), jnp.float32), train=False),
+                   out_shardings=replicated(mesh))
+    variables = init(rng)
+    if cfg.run.init_from:
+        variables, skipped = load_pretrained(cfg, variables)
+        for line in skipped:
+            log.warning("fine-tune: skipped %s", line)
+    return variables
+
+
+def load_pretrained(cfg, variables):
+    """Weights from an official ``.pth`` or one of our checkpoints; loads every leaf whose shape
+    matches (e.g. all but the class predictions when the class count differs)."""
+    path = Path(cfg.run.init_from)
+    if path.suffix in (".pth", ".pt", ".pkl"):
+        from yolox_jax.convert import load_torch_checkpoint_state_dict, from_torch_state_dict_partial
+
+        source = from_torch_state_dict_partial(load_torch_checkpoint_state_dict(path), cfg.model.name)
+    else:
+        source, _ = read_variables(path, use_ema=True)
+    params, skipped_p = load_matching(variables["params"], source["params"])
+    stats, skipped_s = load_matching(variables["batch_stats"], source.get("batch_stats", {}))
+    return {"params": params, "batch_stats": stats}, skipped_p + skipped_s
+
+
+class MetricLog:
+    """Scalars to TensorBoard (process 0 only) and a JSON-lines file."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool):
+        self.enabled = jax.process_index() == 0
+        self.writer = None
+        self.file = None
+        if self.enabled:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(run_dir / "metrics.jsonl", "a")
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, step: int, scalars: dict):
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, float(v), step)
+
+    def close(self):
+        if self.file:
+            self.file.close()
+        if self.writer:
+            self.writer.close()
+
+
+def train(cfg: config_lib.Config) -> dict:
+    """Run training as configured; returns the last metrics and evaluation."""
+    r = cfg.run
+    maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes, r.process_id)
+    run_dir = Path(r.output_dir) / (r.experiment or cfg.model.name)
+    mesh = make_mesh()
+    train_source, val_source = inputs.build_sources(cfg.data)
+    if cfg.model.num_classes != train_source.num_classes:
+        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the training data has "
+                         f"{train_source.num_classes} classes ({train_source.class_names})")
+    plan = make_plan(cfg, len(train_source))
+    local_batch = per_process_batch(plan.global_batch, mesh)
+    model = model_from_config(cfg)
+    lr_fn = yolox_warm_cos_lr(plan.base_lr, plan.steps_per_epoch, cfg.train.max_epoch,
+                              warmup_epochs=cfg.train.warmup_epochs,
+                              no_aug_epochs=cfg.train.no_aug_epochs,
+                              min_lr_ratio=cfg.train.min_lr_ratio, warmup_lr=cfg.train.warmup_lr)
+    tx = make_optimizer(lr_fn, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(
+        initial_variables(cfg, model, mesh))
+
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=r.keep_checkpoints)
+    start_step, best_ap, meta = 0, float("-inf"), {}
+    phase_of = lambda epoch: "no_aug" if epoch >= plan.no_aug_start_epoch else "aug"  # noqa: E731
+    if r.resume and checkpointer.latest_step() is not None:
+        meta = checkpointer.read_meta()
+        phase = meta["phase"]
+        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
+        restored = checkpointer.restore(abstract_like(state, replicated(mesh)), iterator)
+        state, start_step = restored["state"], int(restored["meta"]["step"])
+        best_ap = float(meta.get("best_ap", best_ap))
+        log.info("resumed from step %d (epoch %d, phase %s)", start_step,
+                 start_step // plan.steps_per_epoch, phase)
+    else:
+        phase = phase_of(0)
+        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
+
+    step_fn = jit_train_step(
+        bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=cfg.train.ema,
+                        ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
+                        loss_kwargs=dict(iou_loss_type=cfg.train.iou_loss_type,
+                                         obj_target=cfg.train.obj_target,
+                                         assign_kwargs=dict(center_radius=cfg.train.center_radius))),
+        mesh)
+    end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
+    metric_log = MetricLog(run_dir, r.tensorboard)
+    cfg_dict = config_lib.to_dict(cfg)
+    if jax.process_index() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(config_lib.dumps(cfg))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=end_step, initial=start_step, disable=jax.process_index() != 0,
+               dynamic_ncols=True, desc="train")
+    last, pending, evaluation = {}, None, {}
+    t_images, t_start = 0, time.perf_counter()
+
+    def check(pending):
+        """Fetch a finished step's metrics (one step late, so the host never stalls the device)."""
+        step_idx, metrics, batch = pending
+        host = jax.device_get(metrics)
+        if host["nonfinite"]:
+            bad = run_dir / f"nonfinite_batch_step{step_idx}.npz"
+            np.savez_compressed(bad, **{k: np.asarray(v) for k, v in batch.items()})
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient at step {step_idx} (epoch {step_idx // plan.steps_per_epoch}); "
+                f"the state was not updated; the batch is saved in {bad}; losses: "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in host.items()))
+        return host
+
+    try:
+        for step in range(start_step, end_step):
+            epoch = step // plan.steps_per_epoch
+            if phase_of(epoch) != phase:
+                phase = phase_of(epoch)
+                log.info("epoch %d: no-aug phase (mosaic/mixup off, L1 on)", epoch)
+                iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
+            host_batch = next(iterator)
+            batch = shard_batch(host_batch, mesh)
+            size = multiscale_size(cfg, step)
+            state, metrics = step_fn(state, batch, size, phase == "no_aug")
+            if pending is not None:
+                last = check(pending)
+            pending = (step, metrics, host_batch)
+            t_images += plan.global_batch
+            if (step + 1) % cfg.train.print_interval == 0 or step + 1 == end_step:
+                last = check(pending)
+                elapsed = time.perf_counter() - t_start
+                ips = t_images / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{last['total_loss']:.3f}", iou=f"{last['iou_loss']:.3f}",
+                                obj=f"{last['conf_loss']:.3f}", cls=f"{last['cls_loss']:.3f}",
+                                lr=f"{last['lr']:.2e}", img_s=f"{ips:.1f}", size=f"{size[0]}x{size[1]}")
+                metric_log.write(step + 1, {f"train/{k}": v for k, v in last.items()}
+                                 | {"train/images_per_s": ips})
+                t_images, t_start = 0, time.perf_counter()
+            bar.update(1)
+
+            done_epoch = (step + 1) % plan.steps_per_epoch == 0
+            is_last = step + 1 == end_step
+            if done_epoch or is_last:
+                epoch_done = (step + 1) // plan.steps_per_epoch
+                want_eval = val_source is not None and (
+                    is_last or epoch_done % cfg.eval.interval == 0
+                    or phase_of(epoch) == "no_aug")
+                if want_eval:
+                    evaluation = evaluate_state(cfg, model, state, val_source)
+                    metric_log.write(step + 1, {"val/COCOAP50_95": evaluation["AP50_95"],
+                                                "val/COCOAP50": evaluation["AP50"]})
+                    log.info("step %d: AP50:95 %.4f AP50 %.4f", step + 1, evaluation["AP50_95"],
+                             evaluation["AP50"])
+                improved = want_eval and evaluation["AP50_95"] > best_ap
+                best_ap = evaluation["AP50_95"] if improved else best_ap
+                meta = {"step": step + 1, "epoch": epoch_done, "phase": phase, "best_ap": best_ap}
+                if improved:
+                    checkpointer.save_best(step + 1, state, cfg_dict, meta, best_ap)
+                if is_last or epoch_done % r.checkpoint_every_epochs == 0:
+                    checkpointer.save(step + 1, state, iterator, cfg_dict, meta, force=is_last)
+        if pending is not None:
+            last = check(pending)
+    finally:
+        bar.close()
+        checkpointer.wait()
+        checkpointer.close()
+        metric_log.close()
+    return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
+            "run_dir": str(run_dir), "state": state}
+
+
+def evaluate_state(cfg, model, state, source) -> dict:
+    from yolox_jax.eval.evaluate import evaluate
+
+    return evaluate(model, eval_variables(state, use_ema=cfg.train.ema), source,
+                    input_size=tuple(cfg.data.test_size), batch_size=cfg.eval.batch_size,
+                    conf_threshold=cfg.eval.conf_threshold, nms_threshold=cfg.eval.nms_threshold,
+                    max_detections=cfg.eval.max_detections, num_workers=0)
