@@ -1,0 +1,83 @@
+"""Detections from decoded head outputs: score threshold + (Soft-)NMS, batched and jittable.
+
+Same selection as the official ``postprocess`` (YOLOX_REFERENCE.md §2): one label per box (the
+best class), score = objectness * best class probability, keep if score >= conf_threshold, then
+class-aware (torchvision ``batched_nms``) or class-agnostic NMS on that score. Differences, all
+forced by static shapes: at most ``max_detections`` rows per image (the best ones; COCO
+evaluation reads at most 100 anyway), padding rows carry ``valid=False``, and an image with no
+survivors gives an all-invalid row set instead of ``None``.
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from yolox_jax.ops.boxes import cxcywh_to_xyxy
+from yolox_jax.ops.nms import nms_batched
+
+
+@flax.struct.dataclass
+class Detections:
+    """Post-processed detections, K = max_detections rows per image, sorted by score.
+
+    boxes_xyxy [B, K, 4] network-input pixels; scores [B, K] = obj * class_conf, after the
+    Soft-NMS decay when a soft method is used; classes [B, K] int32 (contiguous 0..C-1);
+    valid [B, K] bool; obj [B, K] objectness; class_conf [B, K] best class probability.
+    Padding rows (valid False) hold zeros and class -1.
+    """
+
+    boxes_xyxy: jax.Array
+    scores: jax.Array
+    classes: jax.Array
+    valid: jax.Array
+    obj: jax.Array
+    class_conf: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("conf_threshold", "nms_threshold", "class_agnostic",
+                                             "max_detections", "method", "sigma"))
+def _postprocess(decoded, conf_threshold, nms_threshold, class_agnostic, max_detections, method,
+                 sigma):
+    boxes = cxcywh_to_xyxy(decoded[..., :4])
+    obj = decoded[..., 4]
+    class_conf = jnp.max(decoded[..., 5:], axis=-1)
+    classes = jnp.argmax(decoded[..., 5:], axis=-1).astype(jnp.int32)
+    scores = obj * class_conf
+    idx, out_scores, valid = nms_batched(
+        boxes, scores, nms_threshold, max_output=max_detections,
+        classes=None if class_agnostic else classes, score_threshold=conf_threshold,
+        method=method, sigma=sigma)
+
+    safe = jnp.maximum(idx, 0)
+
+    def take(x):
+        rows = jnp.take_along_axis(x, safe.reshape(safe.shape + (1,) * (x.ndim - 2)), axis=1)
+        mask = valid.reshape(valid.shape + (1,) * (x.ndim - 2))
+        return jnp.where(mask, rows, jnp.zeros((), x.dtype))
+
+    return Detections(
+        boxes_xyxy=take(boxes),
+        scores=jnp.where(valid, out_scores, 0.0),
+        classes=jnp.where(valid, take(classes), -1),
+        valid=valid,
+        obj=take(obj),
+        class_conf=take(class_conf),
+    )
+
+
+def postprocess(decoded, *, conf_threshold, nms_threshold, class_agnostic=False,
+                max_detections=100, method="hard", sigma=0.5) -> Detections:
+    """decoded [B, A, 5 + C] (cx, cy, w, h, sigmoid obj, sigmoid cls...) -> Detections (K rows).
+
+    conf_threshold: keep boxes with obj * class_conf >= this (also the Soft-NMS drop threshold).
+    nms_threshold: IoU threshold (hard: suppress where IoU > it; linear / seed variant: decay
+    where IoU > it). method "hard" | "linear" | "gaussian"; sigma float or "mean" (seed variant,
+    see yolox_jax.ops.nms). Thresholds are static (Python floats): each distinct value compiles
+    once. Works under an outer jit as well.
+    """
+    return _postprocess(decoded, float(conf_threshold), float(nms_threshold),
+                        bool(class_agnostic), int(max_detections), method,
+                        sigma if isinstance(sigma, str) else float(sigma))
