@@ -1,0 +1,316 @@
+"""Training and evaluation input pipelines on grain.
+
+Shape of the training pipeline (a ``grain.MapDataset`` until the last step, so batch ``i`` is a
+pure function of ``(seed, shard, i)``):
+
+    range(N) -> shard (drop the remainder so all hosts see the same number of steps)
+             -> shuffle(seed), reshuffled every epoch -> repeat(num_epochs)
+             -> map_with_index(TrainSample): Mosaic / affine / MixUp / TrainTransform, with a
+                Generator seeded by (seed, shard_index, position in the stream)
+             -> batch(B) -> to_iter_dataset -> [mp_prefetch(num_workers)] -> stats collection
+
+Because every sample's randomness depends only on its position in the stream and batching
+happens before the worker split, batches are identical for any ``num_workers`` (workers each
+compute whole batches, ``i::num_workers``).  The iterator is a grain ``DatasetIterator``:
+``it.get_state()`` / ``it.set_state(state)`` (a small JSON-able dict) or, with orbax,
+``grain.checkpoint.CheckpointSave(it)`` / ``grain.checkpoint.CheckpointRestore(it)`` inside an
+``ocp.args.Composite`` — restore into an iterator built with the same arguments (source, seed,
+batch size, shard and worker count).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import Counter
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from yolox_jax.data import transforms as T
+from yolox_jax.data.mosaic import mixup, mosaic, mosaic_center
+
+log = logging.getLogger("yolox_jax.data")
+
+# Official yolox_base defaults.
+DEFAULT_AUG = dict(mosaic_prob=1.0, mixup_prob=1.0, enable_mixup=True, degrees=10.0, translate=0.1,
+                   mosaic_scale=(0.1, 2.0), mixup_scale=(0.5, 1.5), shear=2.0, flip_prob=0.5, hsv_prob=1.0)
+
+_MIXUP_PARTNER_TRIES = 50
+
+
+def _has_boxes_index(source) -> np.ndarray | None:
+    """Indices of images with >= 1 box, if the source can tell without decoding images."""
+    counts = getattr(source, "box_counts", None)
+    if counts is None:
+        return None
+    return np.flatnonzero(np.asarray(counts) > 0)
+
+
+@dataclasses.dataclass
+class TrainSample:
+    """grain map_with_index transform: stream position + source index -> one training sample.
+
+    Output: {"images": uint8 [H, W, 3], "labels": float32 [M, 5], "label_mask": bool [M],
+    "_dropped_labels": int32 (boxes cut by max_labels), "_bad_images": int32 (unreadable images
+    used)}; the underscore fields are removed in the main process by ``PipelineStats``.
+    """
+
+    source: Any
+    input_size: tuple[int, int]
+    seed: int
+    shard_index: int
+    mosaic_prob: float
+    mixup_prob: float
+    enable_mixup: bool
+    degrees: float
+    translate: float
+    mosaic_scale: Any
+    mixup_scale: Sequence[float]
+    shear: float
+    flip_prob: float
+    hsv_prob: float
+    max_labels: int
+    annotated: np.ndarray | None  # indices with boxes, for MixUp partners
+
+    def _pull(self, index: int):
+        """Official pull_item: the record pre-scaled to fit input_size."""
+        rec = self.source[int(index)]
+        img, boxes = T.prescale(rec["image"], rec["boxes_xyxy"], self.input_size)
+        return img, boxes, rec["classes"], int(not rec.get("image_ok", True))
+
+    def _mixup_partner(self, rng: np.random.Generator) -> int | None:
+        if self.annotated is not None:
+            if len(self.annotated) == 0:
+                return None
+            return int(self.annotated[rng.integers(0, len(self.annotated))])
+        # No cheap box counts (e.g. tfds): rejection sampling, as the official loop does, bounded.
+        for _ in range(_MIXUP_PARTNER_TRIES):
+            j = int(rng.integers(0, len(self.source)))
+            if len(self.source.get_annotation(j)["classes"]):
+                return j
+        return None
+
+    def __call__(self, position: int, index) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.shard_index, int(position)])
+        bad = 0
+        if self.mosaic_prob > 0 and rng.random() < self.mosaic_prob:
+            center = mosaic_center(rng, self.input_size)
+            others = rng.integers(0, len(self.source), 3)
+            tiles = [self._pull(j) for j in [int(index), *others]]
+            bad += sum(t[3] for t in tiles)
+            canvas, boxes, classes = mosaic(
+                [t[0] for t in tiles], [t[1] for t in tiles], [t[2] for t in tiles], self.input_size, center)
+            img, boxes = T.random_affine(canvas, boxes, rng, self.input_size, degrees=self.degrees,
+                                         translate=self.translate, scales=self.mosaic_scale, shear=self.shear)
+            if self.enable_mixup and len(boxes) and rng.random() < self.mixup_prob:
+                jit = rng.uniform(*self.mixup_scale)
+                flip = rng.uniform(0, 1) > 0.5
+                j = self._mixup_partner(rng)
+                if j is not None:
+                    cp_img, cp_boxes, cp_classes, cp_bad = self._pull(j)
+                    bad += cp_bad
+                    img, boxes, classes = mixup(img, boxes, classes, cp_img, cp_boxes, cp_classes,
+                                                           jit_factor=jit, flip=flip, rng=rng)
+        else:
+            img, boxes, classes, bad = self._pull(int(index))
+        image, labels, mask, dropped = T.train_transform(
+            img, boxes, classes, rng, self.input_size, max_labels=self.max_labels,
+            flip_prob=self.flip_prob, hsv_prob=self.hsv_prob)
+        return {"images": image, "labels": labels, "label_mask": mask,
+                "_dropped_labels": np.int32(dropped), "_bad_images": np.int32(bad)}
+
+
+class PipelineStats:
+    """Counters gathered in the main process from the batches it hands out.
+
+    Keys: ``batches``, ``images``, ``truncated_images`` (images with more than max_labels boxes;
+    the largest were kept), ``dropped_labels``, ``bad_images`` (unreadable/missing files that were
+    served blank; a mosaic counts each of its tiles).  Each kind is logged once, when first seen.
+    Counts restart at zero when an iterator is restored from a checkpoint.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.counts: Counter = Counter()
+        self._reported: set[str] = set()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dropped = batch.pop("_dropped_labels", None)
+        bad = batch.pop("_bad_images", None)
+        self.counts["batches"] += 1
+        self.counts["images"] += int(batch["images"].shape[0])
+        if dropped is not None and dropped.any():
+            self.counts["truncated_images"] += int((dropped > 0).sum())
+            self.counts["dropped_labels"] += int(dropped.sum())
+            self._report_once("truncated_images", "images had more boxes than max_labels; kept the largest")
+        if bad is not None and bad.any():
+            self.counts["bad_images"] += int(bad.sum())
+            self._report_once("bad_images", "unreadable or missing image files served as blank 114 images")
+        return batch
+
+    def _report_once(self, kind: str, what: str):
+        if kind not in self._reported:
+            self._reported.add(kind)
+            log.warning("%s: %s (%d so far; see loader.stats)", self.name, what, self.counts[kind])
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def _ensure_absl_flags_parsed():
+    """grain's worker startup reads absl flags (--grain_*); outside ``absl.app.run`` (pytest,
+    notebooks, plain scripts) they are unparsed and reading them raises.  Marking them parsed keeps
+    every flag at its default; under absl.app this is a no-op."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+class Loader:
+    """An iterable of numpy batch dicts; ``iter(loader)`` is a checkpointable grain DatasetIterator.
+
+    Attributes: ``dataset`` (the grain IterDataset), ``batches`` (the grain MapDataset of batches
+    before prefetching: random access, ``loader.batches[i]`` — handy for debugging), ``stats``
+    (counters, see PipelineStats), ``source``.  ``len(loader)`` = batches per epoch (train) or in
+    total (eval).
+    """
+
+    def __init__(self, batches: grain.MapDataset, *, num_workers: int, stats: PipelineStats,
+                 source, length: int, read_threads: int = 1, prefetch: int = 2):
+        self.batches = batches
+        self.source = source
+        self._stats = stats
+        self._length = length
+        ds = batches.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
+        if num_workers > 0:
+            _ensure_absl_flags_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch))
+        self.dataset = ds.map(stats)
+
+    def __iter__(self) -> grain.DatasetIterator:
+        return iter(self.dataset)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {**self._stats.as_dict(), **{f"source/{k}": v for k, v in getattr(self.source, "stats", {}).items()}}
+
+
+def _check_input_size(input_size) -> tuple[int, int]:
+    H, W = int(input_size[0]), int(input_size[1])
+    if H <= 0 or W <= 0:
+        raise ValueError(f"input_size must be positive, got {input_size}")
+    return H, W
+
+
+def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int = 0,
+                  mosaic_prob: float = 1.0, mixup_prob: float = 1.0, enable_mixup: bool = True,
+                  degrees: float = 10.0, translate: float = 0.1, mosaic_scale=(0.1, 2.0),
+                  mixup_scale=(0.5, 1.5), shear: float = 2.0, flip_prob: float = 0.5, hsv_prob: float = 1.0,
+                  max_labels: int = 120, shard_index: int = 0, shard_count: int = 1,
+                  num_epochs: int | None = None, drop_remainder: bool = True) -> grain.MapDataset:
+    """grain.MapDataset of training batches (random access: ``ds[i]`` is batch i).
+
+    Batch: {"images": uint8 [B, H, W, 3] RGB, "labels": float32 [B, M, 5] (cls, cx, cy, w, h) in
+    input pixels, "label_mask": bool [B, M], "_dropped_labels": int32 [B], "_bad_images": int32 [B]}
+    (the underscore keys are consumed by ``train_loader``'s stats).  Defaults are the official
+    yolox_base ones; the no-aug phase is ``mosaic_prob=0, enable_mixup=False`` (flip and HSV
+    stay on, as in the official TrainTransform).  ``shard_index/shard_count`` (e.g.
+    ``jax.process_index()/jax.process_count()``) split the images so that each host sees a disjoint
+    1/shard_count of each epoch; Mosaic/MixUp partners are drawn from the whole source.
+    ``num_epochs=None`` repeats forever (batches run across epoch boundaries, like the official
+    InfiniteSampler).
+    """
+    H, W = _check_input_size(input_size)
+    n = len(source)
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    per_shard = n // shard_count
+    if per_shard == 0:
+        raise ValueError(f"{n} images cannot be split into {shard_count} shards")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    ds = grain.MapDataset.range(per_shard * shard_count)[shard_index::shard_count]
+    ds = ds.shuffle(seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+    ds = ds.repeat(num_epochs)
+    sample = TrainSample(
+        source=source, input_size=(H, W), seed=int(seed), shard_index=int(shard_index),
+        mosaic_prob=float(mosaic_prob), mixup_prob=float(mixup_prob), enable_mixup=bool(enable_mixup),
+        degrees=float(degrees), translate=float(translate), mosaic_scale=mosaic_scale,
+        mixup_scale=tuple(mixup_scale), shear=float(shear), flip_prob=float(flip_prob),
+        hsv_prob=float(hsv_prob), max_labels=int(max_labels),
+        annotated=_has_boxes_index(source) if (enable_mixup and mosaic_prob > 0) else None)
+    ds = ds.map_with_index(sample)
+    return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def train_loader(source, *, input_size=(640, 640), batch_size: int, seed: int = 0, num_workers: int = 0,
+                 read_threads: int = 1, prefetch: int = 2, **kwargs) -> Loader:
+    """``train_dataset`` + worker processes + stats; see the module docstring for checkpointing.
+
+    ``iter(loader)`` yields {"images": uint8 [B, H, W, 3], "labels": float32 [B, M, 5],
+    "label_mask": bool [B, M]}.  ``num_workers=0`` computes batches in this process
+    (``read_threads`` threads); ``num_workers>0`` uses grain worker processes, each with
+    ``read_threads`` threads and ``prefetch`` batches of buffer.
+    """
+    batches = train_dataset(source, input_size=input_size, batch_size=batch_size, seed=seed, **kwargs)
+    shard_count = kwargs.get("shard_count", 1)
+    per_epoch = (len(source) // shard_count) // batch_size
+    if not kwargs.get("drop_remainder", True):
+        per_epoch = math.ceil((len(source) // shard_count) / batch_size)
+    return Loader(batches, num_workers=num_workers, stats=PipelineStats("train_loader"), source=source,
+                  length=per_epoch, read_threads=read_threads, prefetch=prefetch)
+
+
+@dataclasses.dataclass
+class EvalSample:
+    """Slot j of this shard's padded eval stream -> letterboxed image + bookkeeping."""
+
+    source: Any
+    input_size: tuple[int, int]
+    indices: np.ndarray  # source indices of this shard, in order
+
+    def __call__(self, slot: int) -> dict[str, np.ndarray]:
+        H, W = self.input_size
+        if slot >= len(self.indices):  # padding to a full last batch
+            return {"images": np.full((H, W, 3), T.PAD_VALUE, np.uint8), "image_id": np.int64(-1),
+                    "scale": np.float32(1.0), "orig_hw": np.zeros(2, np.int32), "valid": np.bool_(False),
+                    "_bad_images": np.int32(0)}
+        rec = self.source[int(self.indices[slot])]
+        img, r = T.val_transform(rec["image"], (H, W))
+        return {"images": img, "image_id": np.int64(rec["image_id"]), "scale": np.float32(r),
+                "orig_hw": np.asarray(rec["orig_hw"], np.int32), "valid": np.bool_(True),
+                "_bad_images": np.int32(not rec.get("image_ok", True))}
+
+
+def eval_dataset(source, *, input_size, batch_size: int, shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
+    """grain.MapDataset of eval batches, deterministic order, last batch padded.
+
+    Shard s gets source indices s, s + shard_count, ... (every image exactly once across shards);
+    every shard has the same number of batches, ceil(ceil(N / shard_count) / B), so that hosts
+    stay in lock-step; padding rows have ``valid=False`` and ``image_id=-1``.
+    """
+    H, W = _check_input_size(input_size)
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    n = len(source)
+    indices = np.arange(shard_index, n, shard_count)
+    num_batches = math.ceil(math.ceil(n / shard_count) / batch_size)
+    ds = grain.MapDataset.range(num_batches * batch_size).map(EvalSample(source, (H, W), indices))
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def eval_loader(source, *, input_size, batch_size: int, num_workers: int = 0, shard_index: int = 0,
+                shard_count: int = 1, read_threads: int = 1, prefetch: int = 2) -> Loader:
+    """Yields {"images": uint8 [B, H, W, 3] letterboxed, "image_id": int64 [B], "scale": float32 [B]
+    (letterbox r: original box = network box / scale), "orig_hw": int32 [B, 2], "valid": bool [B]}.
+    """
+    batches = eval_dataset(source, input_size=input_size, batch_size=batch_size,
+                           shard_index=shard_index, shard_count=shard_count)
+    return Loader(batches, num_workers=num_workers, stats=PipelineStats("eval_loader"), source=source,
+                  length=len(batches), read_threads=read_threads, prefetch=prefetch)
