@@ -1,0 +1,250 @@
+"""SimOTA: official reference cases, NumPy oracle, edge cases, options, batching and memory."""
+import functools
+import sys
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolox_jax.assign import Assignment, simota
+from yolox_jax.ops.anchors import anchor_grid
+
+sys.path.insert(0, str(Path(__file__).parent))
+from simota_oracle import simota_numpy  # noqa: E402
+
+PAD_G = 128
+IN_AXES = (0, 0, 0, None, None, 0, 0, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(options):
+    return jax.jit(partial(simota, **dict(options)))
+
+
+def jsimota(*args, **options):
+    """``simota`` under a cached jit (eager op-by-op dispatch is much slower on a busy CPU)."""
+    return _jitted(tuple(sorted(options.items())))(*args)
+
+
+def _junk_padded(gt_boxes, gt_classes, pad, rng):
+    """Pad gts to ``pad`` rows of garbage (NaN, +-1e30, negative sizes, bad classes) + mask."""
+    g = len(gt_boxes)
+    boxes = rng.normal(size=(pad, 4)).astype(np.float32) * 1e30
+    boxes[::3] = np.nan
+    boxes[1::5] = np.array([100.0, 100.0, -50.0, 0.0], np.float32)
+    classes = rng.integers(-1000, 1000, pad).astype(np.int32)
+    boxes[:g], classes[:g] = gt_boxes, gt_classes
+    mask = np.zeros(pad, bool)
+    mask[:g] = True
+    return boxes, classes, mask
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_matches_official_reference_cases_with_junk_padding(simota_ref, case):
+    r = {k.split("/", 1)[1]: v for k, v in simota_ref.items() if k.startswith(f"case{case}/")}
+    rng = np.random.default_rng(case)
+    gt_boxes, gt_classes, gt_mask = _junk_padded(r["gt_boxes_cxcywh"], r["gt_classes"], PAD_G, rng)
+    grid_xy = np.stack([r["x_shifts"], r["y_shifts"]], -1)
+    out = jsimota(r["pred_boxes_cxcywh"], r["cls_logits"], r["obj_logits"], grid_xy,
+                          r["strides"], gt_boxes, gt_classes, gt_mask)
+    fg = np.asarray(out.fg_mask)
+    np.testing.assert_array_equal(fg, r["fg_mask"])
+    assert int(out.num_fg) == int(r["num_fg"])
+    np.testing.assert_array_equal(np.asarray(out.matched_gt)[fg], r["matched_gt_inds"])
+    np.testing.assert_array_equal(np.asarray(out.matched_class)[fg], r["gt_matched_classes"])
+    np.testing.assert_allclose(np.asarray(out.matched_iou)[fg], r["pred_ious_this_matching"],
+                               atol=1e-5, rtol=0)
+    assert np.all(np.asarray(out.matched_iou)[~fg] == 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Random problems vs the NumPy oracle.
+
+HW = (64, 96)            # 96 + 24 + 6 = 126 anchors
+NUM_CLASSES = 5
+MAX_G = 12
+
+
+def _random_problem(rng, num_gt, hw=HW, num_classes=NUM_CLASSES, tiny=False):
+    grid_xy, strides = (np.asarray(x) for x in anchor_grid(hw))
+    a = len(strides)
+    centres = (grid_xy + 0.5) * strides[:, None]
+    # Predictions around their anchor with random sizes; continuous values => no exact ties.
+    pred = np.concatenate([centres + rng.normal(0, 1, (a, 2)) * strides[:, None],
+                           np.exp(rng.normal(0, 0.7, (a, 2))) * strides[:, None] * 2], 1)
+    cls_logits = rng.normal(0, 2, (a, num_classes))
+    obj_logits = rng.normal(0, 2, a)
+    h, w = hw
+    wh = rng.uniform(0.3, 4, (num_gt, 2)) if tiny else rng.uniform(4, 0.8 * min(h, w), (num_gt, 2))
+    cxy = rng.uniform(0, 1, (num_gt, 2)) * np.array([w, h])
+    gts = np.concatenate([cxy, wh], 1)
+    gcls = rng.integers(0, num_classes, num_gt)
+    f32 = np.float32
+    return (pred.astype(f32), cls_logits.astype(f32), obj_logits.astype(f32), grid_xy, strides,
+            gts.astype(f32), gcls.astype(np.int32))
+
+
+def _check_against_oracle(problems, pad=MAX_G, **options):
+    """Run all problems as one vmapped batch and compare each image with the oracle."""
+    rng = np.random.default_rng(123)
+    batch = {k: [] for k in ("pred", "cls", "obj", "gtb", "gtc", "gtm")}
+    for pred, cls, obj, grid_xy, strides, gts, gcls in problems:
+        gtb, gtc, gtm = _junk_padded(gts, gcls, pad, rng)
+        for k, v in zip(batch, (pred, cls, obj, gtb, gtc, gtm)):
+            batch[k].append(v)
+    stacked = [np.stack(v) for v in batch.values()]
+    fn = jax.jit(jax.vmap(partial(simota, **options), in_axes=IN_AXES))
+    out = fn(*stacked[:3], grid_xy, strides, *stacked[3:])
+    for i, (pred, cls, obj, grid_xy, strides, gts, gcls) in enumerate(problems):
+        fg_ref, gt_ref, iou_ref = simota_numpy(pred, cls, obj, grid_xy, strides, gts, gcls, **options)
+        fg = np.asarray(out.fg_mask[i])
+        np.testing.assert_array_equal(fg, fg_ref, err_msg=f"problem {i}")
+        np.testing.assert_array_equal(np.asarray(out.matched_gt[i])[fg], gt_ref[fg_ref],
+                                      err_msg=f"problem {i}")
+        np.testing.assert_allclose(np.asarray(out.matched_iou[i]), iou_ref, atol=1e-5, rtol=0)
+        assert int(out.num_fg[i]) == fg_ref.sum()
+    return out
+
+
+def test_random_problems_match_numpy_oracle():
+    rng = np.random.default_rng(0)
+    problems = [_random_problem(rng, int(rng.integers(0, MAX_G + 1))) for _ in range(150)]
+    _check_against_oracle(problems)
+
+
+@pytest.mark.parametrize("options", [
+    {"candidate_rule": "box_or_center"},
+    {"candidate_rule": "box_or_center", "center_radius": 1.0},
+    {"center_radius": 2.5},
+    {"soft_center_prior": 5.0},
+    {"topk_iou": 20, "k_rounding": "round"},
+    {"topk_iou": 3},
+])
+def test_options_match_numpy_oracle(options):
+    rng = np.random.default_rng(1)
+    problems = [_random_problem(rng, int(rng.integers(1, MAX_G + 1))) for _ in range(40)]
+    _check_against_oracle(problems, **options)
+
+
+def test_edge_cases_match_oracle():
+    """No gts, duplicate gts, tiny boxes, a gt without any candidate anchor, many (>100) gts."""
+    rng = np.random.default_rng(2)
+    problems = []
+    p = _random_problem(rng, 0)
+    problems.append(p)                                                # no gts
+    pred, cls, obj, grid_xy, strides, gts, gcls = _random_problem(rng, 3)
+    problems.append((pred, cls, obj, grid_xy, strides, np.concatenate([gts, gts[:2]]),
+                     np.concatenate([gcls, gcls[:2]])))               # duplicate gts
+    problems.append(_random_problem(rng, 6, tiny=True))               # tiny boxes
+    pred, cls, obj, grid_xy, strides, gts, gcls = _random_problem(rng, 3)
+    far = np.array([[-500.0, -500.0, 30.0, 30.0]], np.float32)        # centre region holds no anchor
+    problems.append((pred, cls, obj, grid_xy, strides, np.concatenate([gts, far]),
+                     np.concatenate([gcls, [1]]).astype(np.int32)))
+    out = _check_against_oracle(problems)
+    assert int(out.num_fg[0]) == 0 and not np.asarray(out.fg_mask[0]).any()
+    assert np.asarray(out.max_iou[0]).max() == 0
+    # Duplicates: the first copy wins every conflict (argmin takes the first minimum).
+    fg = np.asarray(out.fg_mask[1])
+    assert not np.isin(np.asarray(out.matched_gt[1])[fg], [3, 4]).any()
+
+    many = [_random_problem(rng, 150, hw=(128, 160), num_classes=3) for _ in range(2)]
+    _check_against_oracle(many, pad=160)
+
+
+def test_no_candidate_anywhere_gives_no_foreground():
+    """Official code would crash (topk on an empty set); we return an empty assignment."""
+    rng = np.random.default_rng(3)
+    pred, cls, obj, grid_xy, strides, _, _ = _random_problem(rng, 0)
+    gts = np.array([[-500.0, -500.0, 30.0, 30.0], [900.0, 50.0, 10.0, 10.0]], np.float32)
+    out = jsimota(pred, cls, obj, grid_xy, strides, gts, np.array([0, 1]), np.array([True, True]))
+    assert int(out.num_fg) == 0
+    assert np.asarray(out.dynamic_k).tolist() == [1, 1]
+
+
+def test_soft_prior_allows_out_of_region_anchor():
+    """With a soft centre prior a gt far from every anchor still gets the anchor nearest to it."""
+    rng = np.random.default_rng(4)
+    pred, cls, obj, grid_xy, strides, _, _ = _random_problem(rng, 0)
+    gts = np.array([[-40.0, 30.0, 20.0, 20.0]], np.float32)
+    pred[0] = gts[0]                                 # a perfect prediction, but at anchor 0
+    args = (pred, cls, obj, grid_xy, strides, gts, np.array([0]), np.array([True]))
+    assert int(jsimota(*args).num_fg) == 0
+    soft = jsimota(*args, soft_center_prior=2.0)
+    assert bool(soft.fg_mask[0]) and int(soft.num_fg) >= 1
+
+
+def test_topk_and_rounding_change_dynamic_k():
+    rng = np.random.default_rng(5)
+    pred, cls, obj, grid_xy, strides, gts, gcls = _random_problem(rng, 4)
+    m = np.ones(4, bool)
+    args = (pred, cls, obj, grid_xy, strides, gts, gcls, m)
+    k10 = np.asarray(jsimota(*args).dynamic_k)
+    k20 = np.asarray(jsimota(*args, topk_iou=20).dynamic_k)
+    kr = np.asarray(jsimota(*args, k_rounding="round").dynamic_k)
+    assert (k20 >= k10).all() and (kr >= k10).all() and (kr <= k10 + 1).all()
+    assert (k10 >= 1).all()
+
+
+def test_assignment_is_constant_for_autodiff():
+    rng = np.random.default_rng(6)
+    pred, cls, obj, grid_xy, strides, gts, gcls = _random_problem(rng, 3)
+    m = np.ones(3, bool)
+
+    def f(pred, cls, obj):
+        return jnp.sum(simota(pred, cls, obj, grid_xy, strides, gts, gcls, m).matched_iou)
+
+    grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(pred, cls, obj)
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in grads)
+
+
+# --------------------------------------------------------------------------------------------
+# Batching and memory.
+
+def _iter_avals(jaxpr):
+    for eqn in jaxpr.eqns:
+        for v in list(eqn.outvars) + [x for x in eqn.invars if hasattr(x, "aval")]:
+            yield v.aval
+        for p in eqn.params.values():
+            subs = p if isinstance(p, (list, tuple)) else [p]
+            for s in subs:
+                inner = getattr(s, "jaxpr", s)
+                if isinstance(inner, jax.extend.core.Jaxpr):
+                    yield from _iter_avals(inner)
+
+
+def test_vmapped_jaxpr_has_no_gac_intermediate():
+    """Prove the memory claim: no array with G * A * C elements or more exists in the graph."""
+    b, g, c = 2, 7, 80
+    rng = np.random.default_rng(7)
+    grid_xy, strides = anchor_grid(HW)
+    a = grid_xy.shape[0]
+    fn = jax.vmap(simota, in_axes=IN_AXES)
+    args = (np.zeros((b, a, 4), np.float32), np.zeros((b, a, c), np.float32),
+            np.zeros((b, a), np.float32), grid_xy, strides,
+            rng.uniform(10, 50, (b, g, 4)).astype(np.float32), np.zeros((b, g), np.int32),
+            np.ones((b, g), bool))
+    closed = jax.make_jaxpr(jax.jit(fn))(*args)
+    sizes = [int(np.prod(av.shape)) for av in _iter_avals(closed.jaxpr) if hasattr(av, "shape")]
+    assert max(sizes) >= b * a * c            # the inputs are there, so the walk works
+    assert max(sizes) < g * a * c, max(sizes)
+
+
+def test_jit_vmap_batch_equals_per_image():
+    rng = np.random.default_rng(8)
+    problems = [_random_problem(rng, n) for n in (0, 2, 5, 9)]
+    pad = 10
+    rows = [_junk_padded(p[5], p[6], pad, rng) for p in problems]
+    stack = lambda i: np.stack([p[i] for p in problems])  # noqa: E731
+    grid_xy, strides = problems[0][3], problems[0][4]
+    batched = jax.jit(jax.vmap(simota, in_axes=IN_AXES))(
+        stack(0), stack(1), stack(2), grid_xy, strides, *(np.stack(x) for x in zip(*rows)))
+    assert isinstance(batched, Assignment)
+    for i, p in enumerate(problems):
+        single = jsimota(p[0], p[1], p[2], grid_xy, strides, *rows[i])
+        for name, x in single._asdict().items():
+            # jit fuses float ops differently from eager: floats agree to rounding, the rest exactly.
+            np.testing.assert_allclose(np.asarray(getattr(batched, name)[i]), np.asarray(x),
+                                       rtol=1e-6, atol=1e-7, err_msg=name)
