@@ -146,3 +146,9 @@ def test_eval_loader_every_image_once_padded(shard_count):
                 np.testing.assert_array_equal(b["images"][k], exp)
                 assert b["scale"][k] == np.float32(r) and b["orig_hw"][k].tolist() == [40, 64]
     assert sorted(ids) == list(range(7)) and len(n_batches) == 1  # all shards in lock-step
+
+
+def test_iter_from_step_count_resumes_exactly(source):
+    loader = train_loader(source, seed=2, **SMALL)
+    expected = _take(iter(loader), 8)[5:]  # crosses the epoch boundary at batch 6
+    assert all(_equal(a, b) for a, b in zip(_take(loader.iter_from(5), 3), expected))

@@ -163,3 +163,14 @@ def test_prescale_matches_official_load_resize():
     out, boxes = T.prescale(img, np.array([[0, 0, 100, 100]], np.float32), (640, 640))
     assert out.shape == (480, 640, 3)  # r = 1.28
     np.testing.assert_allclose(boxes, [[0, 0, 128, 128]])
+
+
+@pytest.mark.parametrize("gains", [(5, 30, 30), (-5, -30, -30), (3, 0, -17), (0, 29, 0)])
+def test_hsv_equals_official_int16_arithmetic(gains):
+    img = np.random.default_rng(3).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    g = np.asarray(gains, np.int16)
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.int16)
+    hsv[..., 0] = (hsv[..., 0] + g[0]) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] + g[1], 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] + g[2], 0, 255)
+    np.testing.assert_array_equal(T.augment_hsv(img, g), cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB))

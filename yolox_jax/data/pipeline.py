@@ -15,7 +15,8 @@ compute whole batches, ``i::num_workers``).  The iterator is a grain ``DatasetIt
 ``it.get_state()`` / ``it.set_state(state)`` (a small JSON-able dict) or, with orbax,
 ``grain.checkpoint.CheckpointSave(it)`` / ``grain.checkpoint.CheckpointRestore(it)`` inside an
 ``ocp.args.Composite`` — restore into an iterator built with the same arguments (source, seed,
-batch size, shard and worker count).
+batch size, shard and worker count).  Because batch ``i`` depends only on the arguments and ``i``,
+``loader.iter_from(i)`` resumes from a step count alone, even with another worker count.
 """
 from __future__ import annotations
 
@@ -32,10 +33,6 @@ from yolox_jax.data import transforms as T
 from yolox_jax.data.mosaic import mixup, mosaic, mosaic_center
 
 log = logging.getLogger("yolox_jax.data")
-
-# Official yolox_base defaults.
-DEFAULT_AUG = dict(mosaic_prob=1.0, mixup_prob=1.0, enable_mixup=True, degrees=10.0, translate=0.1,
-                   mosaic_scale=(0.1, 2.0), mixup_scale=(0.5, 1.5), shear=2.0, flip_prob=0.5, hsv_prob=1.0)
 
 _MIXUP_PARTNER_TRIES = 50
 
@@ -182,16 +179,32 @@ class Loader:
                  source, length: int, read_threads: int = 1, prefetch: int = 2):
         self.batches = batches
         self.source = source
+        self.num_workers = num_workers
         self._stats = stats
         self._length = length
-        ds = batches.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
-        if num_workers > 0:
+        self._read_threads = read_threads
+        self._prefetch = prefetch
+        self.dataset = self._iter_dataset(batches)
+
+    def _iter_dataset(self, batches: grain.MapDataset) -> grain.IterDataset:
+        ds = batches.to_iter_dataset(grain.ReadOptions(num_threads=self._read_threads,
+                                                       prefetch_buffer_size=self._prefetch))
+        if self.num_workers > 0:
             _ensure_absl_flags_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=prefetch))
-        self.dataset = ds.map(stats)
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers,
+                                                             per_worker_buffer_size=self._prefetch))
+        return ds.map(self._stats)
 
     def __iter__(self) -> grain.DatasetIterator:
         return iter(self.dataset)
+
+    def iter_from(self, batch_index: int) -> grain.DatasetIterator:
+        """Iterator whose first batch is batch ``batch_index`` of the stream.
+
+        Batch i depends only on (arguments, i), so this resumes exactly from a step count alone —
+        also with a different ``num_workers``, which grain's own iterator state does not allow.
+        """
+        return iter(self._iter_dataset(self.batches[int(batch_index):]))
 
     def __len__(self) -> int:
         return self._length

@@ -75,11 +75,13 @@ def augment_hsv(image: np.ndarray, gains) -> np.ndarray:
     gains = np.asarray(gains, np.int16)
     if not gains.any():
         return image.copy()
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.int16)
-    hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
-    hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
-    hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
-    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    # Per-channel lookup tables give exactly the int16 arithmetic of the official code, ~3x faster.
+    x = np.arange(256, dtype=np.int16)
+    lut = np.stack([(x + gains[0]) % 180,  # only 0..179 occur as input hue
+                    np.clip(x + gains[1], 0, 255),
+                    np.clip(x + gains[2], 0, 255)], -1).astype(np.uint8)[:, None, :]  # [256, 1, 3]
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    return cv2.cvtColor(cv2.LUT(hsv, lut), cv2.COLOR_HSV2RGB)
 
 
 # ----------------------------------------------------------------------------- geometric

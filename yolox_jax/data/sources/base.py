@@ -27,6 +27,7 @@ import numpy as np
 log = logging.getLogger("yolox_jax.data")
 
 PAD_VALUE = 114
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 # Counter keys (stable: tests and training logs use them) and what they mean for the user.
 DESCRIPTIONS = {
@@ -87,10 +88,14 @@ def read_image_rgb(path: str) -> np.ndarray | None:
     """
     if not os.path.isfile(path):
         return None
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if _IMREAD_RGB is not None:  # OpenCV >= 4.10 decodes straight to RGB: saves a conversion
+        img = cv2.imread(path, _IMREAD_RGB)
+    else:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        img = None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img is None or img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         return None
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def make_record(image, boxes_xyxy, classes, image_id, orig_hw, image_ok=True, **extra) -> dict[str, Any]:
