@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     size = (args.input_size, args.input_size)
     common = dict(input_size=size, batch_size=args.batch_size, seed=0)
 
+    load_start = os.getloadavg()[0]
     rows = []
     for w in args.workers:
         ips = _measure(train_loader(source, num_workers=w, **common), args.warmup, args.batches)
@@ -88,7 +89,13 @@ def main(argv=None) -> int:
         f"Measured {datetime.datetime.now().isoformat(timespec='minutes')}; source: {args.num_images} synthetic "
         f"480x640 JPEGs in a COCO folder (decode included), batch {args.batch_size}, "
         f"{args.batches} timed batches after {args.warmup} warm-up batches.  ",
+        f"Load average (1 min) at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs (a busy machine makes these figures a lower bound).  ",
         "Rerun: `python scripts/benchmark.py data --workers 1 2 4 --write docs/bench_data.md`",
+        "",
+        "Workers are grain processes (`train_loader(num_workers=...)`), each computing whole batches; "
+        "`train Mosaic+MixUp` = official default augmentation (mosaic_prob 1, mixup_prob 1, "
+        "mosaic_scale (0.1, 2)); `no-aug` = the last-15-epochs phase; `eval` = `eval_loader`.",
         "",
         "| pipeline | workers | images/s |",
         "|---|---|---|",
