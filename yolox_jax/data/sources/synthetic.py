@@ -63,8 +63,8 @@ def _iou_and_cover(box, boxes):
     if len(boxes) == 0:
         return np.zeros(0), np.zeros(0)
     b = np.asarray(boxes, np.float64)
-    iw = np.clip(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0, None)
+    iw = np.maximum(np.minimum(box[2], b[:, 2]) - np.maximum(box[0], b[:, 0]), 0)
+    ih = np.maximum(np.minimum(box[3], b[:, 3]) - np.maximum(box[1], b[:, 1]), 0)
     inter = iw * ih
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     area = (box[2] - box[0]) * (box[3] - box[1])
@@ -122,8 +122,8 @@ class SyntheticShapes:
             for _attempt in range(20):
                 s = rng.uniform(*self.size_range) * side
                 aspect = np.exp(rng.uniform(np.log(0.6), np.log(1.7)))
-                bw = int(np.clip(round(s * np.sqrt(aspect)), 12, w))
-                bh = int(np.clip(round(s / np.sqrt(aspect)), 12, h))
+                bw = min(max(int(round(s * np.sqrt(aspect))), 12), w)
+                bh = min(max(int(round(s / np.sqrt(aspect))), 12), h)
                 x1 = int(rng.integers(0, w - bw + 1))
                 y1 = int(rng.integers(0, h - bh + 1))
                 cls = int(rng.integers(0, self.num_classes))
@@ -144,19 +144,20 @@ class SyntheticShapes:
         sat = rng.uniform(0, 60)  # low saturation: the shapes' colour stands out
         kind = rng.integers(0, 3)
         if kind == 0:  # flat
-            val = np.full((h, w), rng.uniform(30, 230))
+            val = np.full((h, w), rng.uniform(30, 230), np.float32)
         elif kind == 1:  # linear gradient in a random direction
             a = rng.uniform(0, 2 * np.pi)
-            yy, xx = np.mgrid[0:h, 0:w]
-            t = (np.cos(a) * xx / w + np.sin(a) * yy / h)
-            t = (t - t.min()) / max(np.ptp(t), 1e-6)
+            t = (np.cos(a) * np.arange(w, dtype=np.float32) / w)[None, :] + \
+                (np.sin(a) * np.arange(h, dtype=np.float32) / h)[:, None]
+            t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
             v0, v1 = rng.uniform(30, 230, 2)
             val = v0 + (v1 - v0) * t
         else:  # blotches: upsampled low-resolution noise
-            small = rng.uniform(30, 230, (int(rng.integers(2, 6)), int(rng.integers(2, 6))))
+            small = rng.uniform(30, 230, (int(rng.integers(2, 6)), int(rng.integers(2, 6)))).astype(np.float32)
             val = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-        hsv = np.stack([np.full((h, w), hue), np.full((h, w), sat), val], -1)
-        return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+        hsv = cv2.merge([np.full((h, w), int(hue), np.uint8), np.full((h, w), int(sat), np.uint8),
+                         np.clip(val, 0, 255).astype(np.uint8)])
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
     def get_annotation(self, index: int) -> dict[str, Any]:
         boxes, classes, _ = self._layout(int(index))
@@ -178,8 +179,10 @@ class SyntheticShapes:
                               rng.uniform(150, 255)]]], np.float64)
             rgb = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
             cv2.fillPoly(img, [poly], tuple(int(c) for c in rgb), lineType=cv2.LINE_8)
-        noise = rng.normal(0, 3, img.shape)
-        img = np.clip(img + noise, 0, 255).astype(np.uint8)
+        # Mild luminance noise (one plane for all channels: cheap) so that flat regions are not
+        # perfectly flat.
+        noise = rng.integers(-5, 6, (*img.shape[:2], 1), dtype=np.int16)
+        img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
         return make_record(img, boxes, classes, index, self.image_size)
 
     def __repr__(self) -> str:
