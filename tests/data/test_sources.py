@@ -281,3 +281,22 @@ def test_tfds_source_reads_a_real_arrayrecord_dataset(tmp_path):
     assert [r["image_id"] for r in recs] == [100, 101, 102]
     np.testing.assert_allclose(recs[1]["boxes_xyxy"], [[10, 2, 30, 10]], rtol=1e-6)
     assert recs[1]["classes"].tolist() == [1] and (recs[2]["image"] == 100).all()
+
+
+def test_coco_ground_truth_keeps_crowd_for_cocoeval(tmp_path):
+    ann_file, img_dir = _messy_coco(tmp_path)
+    data = json.loads(ann_file.read_text())
+    data["annotations"].append({"image_id": 1, "category_id": 3, "bbox": [1, 2, 3]})  # malformed
+    data["annotations"].append({"image_id": 2, "category_id": 3, "bbox": [1, 2, 3, 4]})  # no id/area/iscrowd
+    ann_file.write_text(json.dumps(data))
+    src = CocoSource(str(ann_file), str(img_dir))
+    gt = to_coco_dict(src)
+    assert len(gt["annotations"]) == 9 and any(a["iscrowd"] for a in gt["annotations"])
+    last = gt["annotations"][-1]
+    assert last["id"] == 9 and last["area"] == 12 and last["iscrowd"] == 0
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = gt
+    coco.createIndex()
+    assert len(coco.getAnnIds(iscrowd=True)) == 1

@@ -189,6 +189,32 @@ class CocoSource:
         """Counters of cleaned-up input (keys in ``sources.base.DESCRIPTIONS``), this process."""
         return self.stats_tracker.as_dict()
 
+    def ground_truth(self) -> dict[str, Any]:
+        """The annotation file as COCOeval should see it: the *original* annotations, crowd regions
+        included (COCOeval ignores detections on them, as the official evaluator does), unclipped.
+        Only repairs what would crash pycocotools: annotations without a 4-number bbox or an
+        integer image/category id are dropped, and missing ``id``/``area``/``iscrowd`` are filled.
+        """
+        data = _load_json(self.ann_file)
+        anns, used = [], {a.get("id") for a in data["annotations"] if isinstance(a, dict)}
+        next_id = max([i for i in used if isinstance(i, int)] + [0]) + 1
+        for a in data["annotations"]:
+            try:
+                bbox = [float(v) for v in a["bbox"]]
+                int(a["image_id"]), int(a["category_id"])
+                if len(bbox) != 4:
+                    continue
+            except (KeyError, TypeError, ValueError):
+                continue
+            a = dict(a, bbox=bbox)
+            if not isinstance(a.get("id"), int) or a["id"] <= 0:
+                a["id"], next_id = next_id, next_id + 1
+            a.setdefault("area", bbox[2] * bbox[3])
+            a.setdefault("iscrowd", 0)
+            anns.append(a)
+        data["annotations"] = anns
+        return data
+
     def __repr__(self) -> str:
         return (f"CocoSource({self.ann_file!r}, {self.image_dir!r}: {len(self)} images, "
                 f"{int(self.box_counts.sum())} boxes, {self.num_classes} classes)")
@@ -200,8 +226,12 @@ def to_coco_dict(source, *, file_names: list[str] | None = None) -> dict[str, An
     Category ids come from ``source.category_ids`` (1..C when the source has none); annotation ids
     start at 1 because COCOeval treats id 0 as "unmatched".  Boxes marked ``difficult`` (VOC) are
     written with ``iscrowd=1`` so that COCOeval ignores detections matched to them, as VOC does.
-    Uses ``source.get_annotation`` when available, so no image is decoded.
+    Uses ``source.get_annotation`` when available, so no image is decoded.  A ``CocoSource``
+    returns its original annotation file (``CocoSource.ground_truth()``: crowd regions kept, as the
+    official evaluator uses them) unless ``file_names`` is given.
     """
+    if file_names is None and hasattr(source, "ground_truth"):
+        return source.ground_truth()
     cat_ids = list(getattr(source, "category_ids", range(1, source.num_classes + 1)))
     categories = [{"id": int(cid), "name": name, "supercategory": "none"}
                   for cid, name in zip(cat_ids, source.class_names)]
