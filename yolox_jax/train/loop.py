@@ -95,15 +95,31 @@ def load_pretrained(cfg, variables):
     """Weights from an official ``.pth`` or one of our checkpoints; loads every leaf whose shape
     matches (e.g. all but the class predictions when the class count differs)."""
     path = Path(cfg.run.init_from)
-    if path.suffix in (".pth", ".pt", ".pkl"):
-        from yolox_jax.convert import load_torch_checkpoint_state_dict, from_torch_state_dict_partial
-
-        source = from_torch_state_dict_partial(load_torch_checkpoint_state_dict(path), cfg.model.name)
+    if path.suffix in (".pth", ".pt"):
+        source = _official_variables(path, cfg)
     else:
         source, _ = read_variables(path, use_ema=True)
     params, skipped_p = load_matching(variables["params"], source["params"])
     stats, skipped_s = load_matching(variables["batch_stats"], source.get("batch_stats", {}))
     return {"params": params, "batch_stats": stats}, skipped_p + skipped_s
+
+
+def _official_variables(path: Path, cfg):
+    """Convert an official checkpoint with whatever class count it was trained for."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"reading {path} needs PyTorch: pip install torch") from e
+    from yolox_jax.convert import from_torch_state_dict
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    sd = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+    key = next((k for k in sd if k.endswith("head.cls_preds.0.weight")), None)
+    if key is None:
+        raise ValueError(f"{path}: no head.cls_preds.0.weight, not a YOLOX checkpoint")
+    overrides = {k: getattr(cfg.model, k) for k in ("depth", "width", "act")
+                 if getattr(cfg.model, k) is not None}
+    return from_torch_state_dict(sd, cfg.model.name, int(sd[key].shape[0]), **overrides)
 
 
 class MetricLog:
