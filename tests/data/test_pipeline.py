@@ -104,15 +104,23 @@ def test_iterator_state_through_orbax(source, tmp_path):
     assert _equal(next(fresh), expected)
 
 
-def test_shards_are_disjoint_and_equal_length():
+def test_shards_deal_one_stream_equal_lengths():
     src = SyntheticShapes(11, image_size=(32, 32), seed=0)
-    seen = []
+    lookup = {src[i]["image"].tobytes(): i for i in range(11)}
+    kw = dict(input_size=(32, 32), batch_size=3, seed=0, mosaic_prob=0.0, enable_mixup=False, flip_prob=0.0,
+              hsv_prob=0.0, shard_count=3)
+    per_shard = []
     for s in range(3):
-        ds = train_dataset(src, input_size=(32, 32), batch_size=3, seed=0, mosaic_prob=0.0, enable_mixup=False,
-                           flip_prob=0.0, hsv_prob=0.0, shard_index=s, shard_count=3, num_epochs=1)
-        assert len(ds) == 1  # 11 // 3 = 3 images per shard, the remainder (2 images) dropped
-        seen += [img.tobytes() for img in ds[0]["images"]]
-    assert len(set(seen)) == 9
+        ds = train_dataset(src, shard_index=s, num_epochs=3, **kw)
+        assert len(ds) == 3  # 33 positions, 11 per host, 3 full batches each
+        per_shard.append([lookup[img.tobytes()] for k in range(3) for img in ds[k]["images"]])
+    # Positions s, s + 3, ... of one stream: the first epoch (positions 0..10) is a permutation of
+    # all 11 images, and no image is left out by the sharding.
+    stream = [per_shard[p % 3][p // 3] for p in range(27)]
+    assert sorted(stream[:11]) == list(range(11))
+    # An infinite stream gives each host the same positions as the finite one.
+    inf = train_dataset(src, shard_index=1, **kw)
+    assert [lookup[img.tobytes()] for k in range(3) for img in inf[k]["images"]] == per_shard[1]
 
 
 def test_max_labels_truncation_is_counted(caplog):

@@ -3,8 +3,8 @@
 Shape of the training pipeline (a ``grain.MapDataset`` until the last step, so batch ``i`` is a
 pure function of ``(seed, shard, i)``):
 
-    range(N) -> shard (drop the remainder so all hosts see the same number of steps)
-             -> shuffle(seed), reshuffled every epoch -> repeat(num_epochs)
+    range(N) -> shuffle(seed), reshuffled every epoch -> repeat(num_epochs)
+             -> shard: host s takes stream positions s, s + shard_count, ... (official InfiniteSampler)
              -> map_with_index(TrainSample): Mosaic / affine / MixUp / TrainTransform, with a
                 Generator seeded by (seed, shard_index, position in the stream)
              -> batch(B) -> to_iter_dataset -> [mp_prefetch(num_workers)] -> stats collection
@@ -234,8 +234,9 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     (the underscore keys are consumed by ``train_loader``'s stats).  Defaults are the official
     yolox_base ones; the no-aug phase is ``mosaic_prob=0, enable_mixup=False`` (flip and HSV
     stay on, as in the official TrainTransform).  ``shard_index/shard_count`` (e.g.
-    ``jax.process_index()/jax.process_count()``) split the images so that each host sees a disjoint
-    1/shard_count of each epoch; Mosaic/MixUp partners are drawn from the whole source.
+    ``jax.process_index()/jax.process_count()``) deal one global shuffled stream round-robin to the
+    hosts (each gets 1/shard_count of it, all the same length); Mosaic/MixUp partners are drawn from
+    the whole source.
     ``num_epochs=None`` repeats forever (batches run across epoch boundaries, like the official
     InfiniteSampler).
     """
@@ -248,9 +249,13 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
         raise ValueError(f"{n} images cannot be split into {shard_count} shards")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    ds = grain.MapDataset.range(per_shard * shard_count)[shard_index::shard_count]
-    ds = ds.shuffle(seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+    # One global stream (reshuffled every epoch) dealt round-robin to the hosts, like the official
+    # InfiniteSampler: every image is used, and no image is left out for good by the sharding.
+    ds = grain.MapDataset.range(n).shuffle(seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
     ds = ds.repeat(num_epochs)
+    if num_epochs is not None:  # equal length on every host so that they stay in lock-step
+        ds = ds[:len(ds) // shard_count * shard_count]
+    ds = ds[shard_index::shard_count]
     sample = TrainSample(
         source=source, input_size=(H, W), seed=int(seed), shard_index=int(shard_index),
         mosaic_prob=float(mosaic_prob), mixup_prob=float(mixup_prob), enable_mixup=bool(enable_mixup),
