@@ -55,7 +55,7 @@ import jax.numpy as jnp
 from jax import lax
 
 _TILE = 128
-_BUCKETS = (256, 1024, 4096)
+_BUCKETS = (256, 512, 1024, 2048, 4096)
 _METHODS = ("hard", "linear", "gaussian")
 
 
@@ -102,50 +102,77 @@ def _resolve_tile(base, over):
     return keep
 
 
-def _hard_sorted(boxes, classes, cand, iou_threshold, max_output):
-    """Greedy NMS over boxes already sorted by descending score.
+def _suppressed_by_kept(tb, ta, tc, kb, ka, kc, kv, count, t_size, iou_threshold):
+    """[T] bool: tile boxes with IoU > threshold (same class) against any kept box.
 
-    boxes [M, 4] xyxy, classes [M] int32, cand [M] bool (candidates form a prefix), M a multiple
-    of _TILE. Returns positions [K] int32 into the sorted arrays (-1 padding) and valid [K].
+    Only the first ceil(count / T) chunks of the kept buffer hold boxes, so the scan stops there:
+    the cost follows the number kept so far, not max_output.
     """
-    m = boxes.shape[0]
+
+    def body(j, sup):
+        sl = functools.partial(lax.dynamic_slice_in_dim, start_index=j * t_size,
+                               slice_size=t_size)
+        hit = (_iou(sl(kb), tb, sl(ka), ta) > iou_threshold) & _same_class(sl(kc), tc)
+        return sup | jnp.any(hit & sl(kv)[:, None], axis=0)
+
+    n_chunks = (count + t_size - 1) // t_size
+    return lax.fori_loop(0, n_chunks, body, jnp.zeros(tb.shape[0], bool))
+
+
+def _hard(boxes, scores, classes, cand, iou_threshold, max_output, tile):
+    """Greedy NMS, visiting candidates tile by tile in (score desc, index asc) order.
+
+    boxes [N, 4] xyxy, scores [N], classes [N] int32, cand [N] bool. Each step takes the next
+    ``tile`` best unvisited candidates with ``lax.top_k`` (stable: lower index first on ties),
+    which on CPU costs a small fraction of a full sort, and stops once K boxes are kept or the
+    candidates run out. Returns indices [K] int32 (-1 padding), scores [K] (0 padding), valid [K].
+    """
+    t_size = min(tile, scores.shape[0])
+    # The kept-box buffer is padded to whole tiles so it can be scanned tile by tile.
     k = max_output
-    n_tiles = m // _TILE
+    k_pad = -(-k // t_size) * t_size
     areas = _areas(boxes)
-    upper = jnp.triu(jnp.ones((_TILE, _TILE), bool), 1)
-    offsets = jnp.arange(_TILE, dtype=jnp.int32)
+    upper = jnp.triu(jnp.ones((t_size, t_size), bool), 1)
 
     def cond(st):
-        t, count, *_ = st
-        start = jnp.minimum(t, n_tiles - 1) * _TILE
-        return (t < n_tiles) & (count < k) & cand[start]
+        count, done = st[1], st[2]
+        return (count < k) & ~done
 
     def body(st):
-        t, count, pos, kb, ka, kc, kv = st
-        start = t * _TILE
-        tb = lax.dynamic_slice_in_dim(boxes, start, _TILE)
-        ta = lax.dynamic_slice_in_dim(areas, start, _TILE)
-        tc = lax.dynamic_slice_in_dim(classes, start, _TILE)
-        tv = lax.dynamic_slice_in_dim(cand, start, _TILE)
-        prev = (_iou(kb, tb, ka, ta) > iou_threshold) & _same_class(kc, tc) & kv[:, None]
-        base = tv & ~jnp.any(prev, axis=0)
+        remaining, count, _, idx, out_s, kb, ka, kc, kv = st
+        ts, ti = lax.top_k(remaining, t_size)
+        tv = ts > -jnp.inf
+        remaining = remaining.at[ti].set(-jnp.inf)
+        tb, ta, tc = boxes[ti], areas[ti], classes[ti]
+        base = tv & ~_suppressed_by_kept(tb, ta, tc, kb, ka, kc, kv, count, t_size,
+                                         iou_threshold)
         over = (_iou(tb, tb, ta, ta) > iou_threshold) & _same_class(tc, tc) & upper
         keep = _resolve_tile(base, over)
         rank = count + jnp.cumsum(keep) - 1
-        slot = jnp.where(keep & (rank < k), rank, k)  # slot k is out of range: dropped
-        pos = pos.at[slot].set(start + offsets, mode="drop")
+        slot = jnp.where(keep & (rank < k), rank, k_pad)  # out of range: dropped
+        idx = idx.at[slot].set(ti, mode="drop")
+        out_s = out_s.at[slot].set(ts, mode="drop")
         kb = kb.at[slot].set(tb, mode="drop")
         ka = ka.at[slot].set(ta, mode="drop")
         kc = kc.at[slot].set(tc, mode="drop")
         kv = kv.at[slot].set(True, mode="drop")
         count = jnp.minimum(count + jnp.sum(keep, dtype=jnp.int32), k)
-        return t + 1, count, pos, kb, ka, kc, kv
+        # A tile that is not full of candidates was the last one.
+        return remaining, count, ~tv[-1], idx, out_s, kb, ka, kc, kv
 
-    init = (jnp.int32(0), jnp.int32(0), jnp.full((k,), -1, jnp.int32),
-            jnp.zeros((k, 4), boxes.dtype), jnp.zeros((k,), areas.dtype),
-            jnp.zeros((k,), jnp.int32), jnp.zeros((k,), bool))
-    _, _, pos, *_, kv = lax.while_loop(cond, body, init)
-    return pos, kv
+    init = (jnp.where(cand, scores, -jnp.inf), jnp.int32(0), ~jnp.any(cand),
+            jnp.full((k,), -1, jnp.int32), jnp.zeros((k,), scores.dtype),
+            jnp.zeros((k_pad, 4), boxes.dtype), jnp.zeros((k_pad,), areas.dtype),
+            jnp.zeros((k_pad,), jnp.int32), jnp.zeros((k_pad,), bool))
+    _, _, _, idx, out_s, *_, kv = lax.while_loop(cond, body, init)
+    return idx.astype(jnp.int32), out_s, kv[:k]
+
+
+def _first_argmax(x):
+    """Index of the first maximum of x [M]. Two plain reductions: on CPU, XLA's argmax (a
+    variadic value/index reduce) is several times slower than max + min."""
+    iota = jnp.arange(x.shape[0], dtype=jnp.int32)
+    return jnp.min(jnp.where(x == jnp.max(x), iota, x.shape[0])).astype(jnp.int32)
 
 
 def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_threshold, method,
@@ -155,22 +182,32 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
     Returns positions [K] int32 (-1 padding), decayed scores [K] (0 padding), valid [K].
     """
     k = max_output
+    m = scores.shape[0]
+    # Coordinates as separate [M] rows: the one-to-many IoU below is then purely elementwise.
+    x1, y1, x2, y2 = (boxes[:, j] for j in range(4))
     areas = _areas(boxes)
+    iota = jnp.arange(m, dtype=jnp.int32)
+    slots = jnp.arange(k, dtype=jnp.int32)
     s0 = jnp.where(cand, scores, -jnp.inf)
 
     def cond(st):
-        i, s, best, *_ = st
+        i, s, best = st[:3]
         return (i < k) & (s[best] > -jnp.inf)
 
     def body(st):
-        i, s, best, pos, out_s, out_v = st
-        pos = pos.at[i].set(best)
-        out_s = out_s.at[i].set(s[best])
-        out_v = out_v.at[i].set(True)
-        s = s.at[best].set(-jnp.inf)
+        i, s, best, pos, out_s = st
+        here = slots == i
+        pos = jnp.where(here, best, pos)
+        out_s = jnp.where(here, s[best], out_s)
+        s = jnp.where(iota == best, -jnp.inf, s)
         alive = s > -jnp.inf
         affected = alive & (classes == classes[best])
-        iou = _iou(boxes[best][None], boxes, areas[best][None], areas)[0]
+        # Same arithmetic as _iou (torchvision's), one row.
+        w = jnp.maximum(jnp.minimum(x2[best], x2) - jnp.maximum(x1[best], x1), 0.0)
+        h = jnp.maximum(jnp.minimum(y2[best], y2) - jnp.maximum(y1[best], y1), 0.0)
+        inter = w * h
+        iou = inter / (areas[best] + areas - inter)
+        iou = jnp.where(jnp.isnan(iou), 0.0, iou)
         if method == "linear":
             decay = jnp.where(iou > iou_threshold, 1.0 - iou, 1.0)
         elif isinstance(sigma, str):  # "mean": the seed variant
@@ -182,12 +219,12 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         # where(), not a product over all boxes: -inf * 0 would give NaN.
         s = jnp.where(affected, s * decay, s)
         s = jnp.where(alive & (s < score_threshold), -jnp.inf, s)
-        return i + 1, s, jnp.argmax(s).astype(jnp.int32), pos, out_s, out_v
+        return i + 1, s, _first_argmax(s), pos, out_s
 
-    init = (jnp.int32(0), s0, jnp.argmax(s0).astype(jnp.int32), jnp.full((k,), -1, jnp.int32),
-            jnp.zeros((k,), scores.dtype), jnp.zeros((k,), bool))
-    _, _, _, pos, out_s, out_v = lax.while_loop(cond, body, init)
-    return pos, out_s, out_v
+    init = (jnp.int32(0), s0, _first_argmax(s0), jnp.full((k,), -1, jnp.int32),
+            jnp.zeros((k,), scores.dtype))
+    n_out, _, _, pos, out_s = lax.while_loop(cond, body, init)
+    return pos, out_s, slots < n_out
 
 
 def _bucket_sizes(n):
@@ -195,28 +232,18 @@ def _bucket_sizes(n):
     return tuple(sizes)
 
 
-def _one_image(boxes, scores, classes, cand, *, size, iou_threshold, max_output,
-               score_threshold, method, sigma):
-    """Compact the candidates of one image into ``size`` rows and run the kernel."""
+def _soft_compacted(boxes, scores, classes, cand, *, size, iou_threshold, max_output,
+                    score_threshold, method, sigma):
+    """Soft-NMS on one image after compacting its candidates into ``size`` rows.
+
+    Compaction keeps the original index order, so ties in decayed scores go to the lower index.
+    """
     n = scores.shape[0]
-    if method == "hard":
-        # top_k is stable (lower index first among equal scores): the greedy visiting order.
-        masked = jnp.where(cand, scores, -jnp.inf)
-        _, order = lax.top_k(masked, size)
-        padded = -(-size // _TILE) * _TILE
-        order = jnp.pad(order, (0, padded - size), constant_values=0)
-        c_cand = jnp.pad(cand[order[:size]], (0, padded - size))
-        pos, valid = _hard_sorted(boxes[order], classes[order], c_cand, iou_threshold,
-                                  max_output)
-        idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
-        out_scores = jnp.where(valid, scores[jnp.maximum(idx, 0)], 0.0)
-        return idx.astype(jnp.int32), out_scores, valid
-    # Soft-NMS: keep the original index order so ties in decayed scores go to the lower index.
     if size < n:
         (order,) = jnp.nonzero(cand, size=size, fill_value=0)
+        c_cand = cand[order] & (jnp.arange(size) < jnp.sum(cand))
     else:
-        order = jnp.arange(n)
-    c_cand = cand[order] & (jnp.arange(size) < jnp.sum(cand)) if size < n else cand
+        order, c_cand = jnp.arange(n), cand
     pos, out_scores, valid = _soft(boxes[order], scores[order], classes[order], c_cand,
                                    iou_threshold, max_output, score_threshold, method, sigma)
     idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
@@ -251,7 +278,13 @@ def nms_batched(boxes_xyxy, scores, iou_threshold, *, max_output, classes=None,
         classes = jnp.zeros((b, n), jnp.int32)
     classes = jnp.asarray(classes).astype(jnp.int32)
     cand = jnp.isfinite(scores) & (scores >= score_threshold)
-    kernel = functools.partial(_one_image, iou_threshold=iou_threshold,
+    if method == "hard":
+        # No compaction: top_k over all N per tile is already cheap, and skipping it avoids
+        # compiling one loop per bucket.
+        hard = functools.partial(_hard, iou_threshold=iou_threshold,
+                                 max_output=int(max_output), tile=_TILE)
+        return jax.vmap(hard)(boxes_xyxy, scores, classes, cand)
+    kernel = functools.partial(_soft_compacted, iou_threshold=iou_threshold,
                                max_output=int(max_output), score_threshold=score_threshold,
                                method=method, sigma=sigma)
     sizes = _bucket_sizes(n)
@@ -262,6 +295,8 @@ def nms_batched(boxes_xyxy, scores, iou_threshold, *, max_output, classes=None,
     ops = (boxes_xyxy, scores, classes, cand)
     if len(sizes) == 1:
         return branches[0](ops)
+    # Soft-NMS visits every candidate at every step: run it on the smallest bucket that holds
+    # all candidates of every image (a real branch, since the index is not batched here).
     most = jnp.max(jnp.sum(cand, axis=1))
     which = jnp.sum(jnp.asarray(sizes[:-1]) < most)
     return lax.switch(which, branches, ops)
