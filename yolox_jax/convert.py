@@ -23,6 +23,7 @@ The expected tree comes from ``jax.eval_shape(model.init, ...)``: nothing is har
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Mapping
 
@@ -69,7 +70,14 @@ def _flat(tree: Mapping, prefix: tuple[str, ...] = ()):
 
 def _layout(name: str, num_classes: int, **overrides) -> dict[str, tuple[str, tuple, tuple]]:
     """official key -> (collection, flax path, flax shape), for every key except num_batches_tracked."""
-    model = build_model(name, num_classes, **overrides)
+    return _cached_layout(name, num_classes, tuple(sorted(overrides.items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_layout(name: str, num_classes: int, overrides: tuple) -> dict:
+    # Tracing a model takes ~1 s; a round trip (from/to) would otherwise trace it twice.
+    # Callers must treat the returned dict as read-only.
+    model = build_model(name, num_classes, **dict(overrides))
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                             jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
     layout = {}
