@@ -117,3 +117,26 @@ def test_block_param_layout_mirrors_official_names():
     assert csp["conv3"]["conv"]["kernel"].shape == (1, 1, 8, 8)
     spp = jax.eval_shape(SPPBottleneck(6).init, jax.random.PRNGKey(0), x)["params"]
     assert spp["conv2"]["conv"]["kernel"].shape == (1, 1, 16, 6)  # [x, mp5, mp9, mp13] of 4 ch
+
+
+def test_gradients_flow_through_pooling_and_batchnorm():
+    """Training differentiates SPP (reduce_window max) and train-mode BN, under jit.
+
+    (An array-valued reduce_window init becomes a tracer under jit, which turns the max-pool into
+    a generic reduce_window without a reverse-mode rule.)
+    """
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 4))
+    g = jax.jit(jax.grad(lambda x: max_pool_same(x, 5).sum()))(x)
+    # Each of the 2*8*8*4 outputs routes a gradient of 1 to its window's maximum.
+    assert float(g.sum()) == x.size and float(g.min()) >= 0
+    module = SPPBottleneck(4)
+    v = module.init(jax.random.PRNGKey(0), x)
+
+    def loss(params, x):
+        y, _ = module.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                            mutable=["batch_stats"])
+        return jnp.mean(y ** 2)
+
+    gp, gx = jax.jit(jax.grad(loss, argnums=(0, 1)))(v["params"], x)
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves((gp, gx)))
+    assert float(jnp.abs(gp["conv1"]["conv"]["kernel"]).sum()) > 0

@@ -61,8 +61,8 @@ def max_pool_same(x, k: int):
     -inf padding (PyTorch MaxPool2d semantics) means the border never wins, even for negative maps.
     """
     p = k // 2
-    init = jnp.array(-jnp.inf, x.dtype)
-    return jax.lax.reduce_window(x, init, jax.lax.max, (1, k, k, 1), (1, 1, 1, 1),
+    # A Python-scalar init keeps reduce_window recognisable as a max-pool for reverse-mode autodiff.
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, 1, 1, 1),
                                  ((0, 0), (p, p), (p, p), (0, 0)))
 
 
