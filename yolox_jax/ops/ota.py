@@ -10,8 +10,8 @@ largest plan entry in its column, background meaning negative.
 Why ott-jax: its log-domain Sinkhorn treats zero marginal weights exactly (``log 0 = -inf``
 potentials, zero plan rows), so padded gts simply get zero supply, and it runs under ``jit`` and
 ``vmap``. It is run with ``min_iterations = max_iterations = num_iters`` and ``implicit_diff=None``,
-i.e. exactly T unrolled iterations, so the gradient is the gradient of those iterations and stays
-finite with zero-supply rows (implicit differentiation would have to invert a singular system).
+i.e. exactly T unrolled iterations (the OTA recipe), so the gradient is that of those iterations;
+it needs no linear solve and is tested finite with zero-supply (padded) rows.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def ota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
     demand = jnp.ones((num_anchors,), jnp.float32)
     # Sinkhorn needs equal totals; normalise both to 1 (the plan is rescaled back below).
     total = jnp.sum(supply)
-    plan = sinkhorn_plan(cost / 1.0, supply / total, demand / num_anchors,
+    plan = sinkhorn_plan(cost, supply / total, demand / num_anchors,
                          epsilon=epsilon, num_iters=num_iters) * num_anchors
 
     hard = jax.lax.stop_gradient(plan)

@@ -1,0 +1,269 @@
+"""Benchmark label assignment: ``python scripts/benchmark.py assign [options]``.
+
+Times the batched, jitted ``jax.jit(jax.vmap(simota))`` (gts padded to a fixed count) against
+(a) the same function run eagerly under ``jax.disable_jit()`` and (b) an official-style PyTorch
+loop over images, and reports the compiled program's temporary memory and the process peak RSS.
+
+The PyTorch baseline is NOT the official YOLOX package (it is not installable here: its build
+needs torch and pinned onnx versions). It is this project's per-image re-implementation of the
+official ``get_assignments`` / ``simota_matching`` control flow, written from
+YOLOX_REFERENCE.md §3.1-3.3: boolean indexing to the candidate anchors, a [G, N, C] repeated
+``F.binary_cross_entropy`` class cost, a Python loop of ``torch.topk`` per gt and the conflict
+fix-up, one image at a time with only that image's valid gts (no padding). It runs in a
+subprocess with ``--torch-python`` (default: this interpreter if it can import torch, else
+/tmp/tvenv/bin/python if present), so torch need not live in the JAX environment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_common import machine, time_fn  # noqa: E402
+
+TORCH_LOOP = r'''
+import json, resource, sys, time
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+def peak_rss_mb():
+    """VmHWM of this process (ru_maxrss would include the parent's, it survives exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+def assign_one(gt, gt_cls, pred, cls_logits, obj_logits, xs, ys, strides, num_classes):
+    """Official-style SimOTA for one image (variable shapes, boolean indexing, Python loop)."""
+    num_gt = gt.shape[0]
+    xc = ((xs + 0.5) * strides).unsqueeze(0)
+    yc = ((ys + 0.5) * strides).unsqueeze(0)
+    d = strides.unsqueeze(0) * 1.5
+    deltas = torch.stack([xc - (gt[:, 0:1] - d), yc - (gt[:, 1:2] - d),
+                          (gt[:, 0:1] + d) - xc, (gt[:, 1:2] + d) - yc], 2)
+    in_center = deltas.min(dim=-1).values > 0.0
+    cand = in_center.sum(dim=0) > 0
+    relation = in_center[:, cand]
+    p_boxes, p_cls, p_obj = pred[cand], cls_logits[cand], obj_logits[cand]
+    n = p_boxes.shape[0]
+    tl = torch.max(gt[:, None, :2] - gt[:, None, 2:] / 2, p_boxes[None, :, :2] - p_boxes[None, :, 2:] / 2)
+    br = torch.min(gt[:, None, :2] + gt[:, None, 2:] / 2, p_boxes[None, :, :2] + p_boxes[None, :, 2:] / 2)
+    inter = torch.prod(br - tl, 2) * (tl < br).all(2)
+    ious = inter / (torch.prod(gt[:, 2:], 1)[:, None] + torch.prod(p_boxes[:, 2:], 1)[None] - inter)
+    onehot = F.one_hot(gt_cls.long(), num_classes).float()
+    p = (p_cls.float().sigmoid() * p_obj.float().sigmoid().unsqueeze(-1)).sqrt()
+    cls_cost = F.binary_cross_entropy(p.unsqueeze(0).repeat(num_gt, 1, 1),
+                                      onehot.unsqueeze(1).repeat(1, n, 1), reduction="none").sum(-1)
+    cost = cls_cost + 3.0 * -torch.log(ious + 1e-8) + 1e6 * (~relation)
+    matching = torch.zeros_like(cost, dtype=torch.uint8)
+    top, _ = torch.topk(ious, min(10, n), dim=1)
+    ks = torch.clamp(top.sum(1).int(), min=1)
+    for g in range(num_gt):
+        _, idx = torch.topk(cost[g], k=int(ks[g]), largest=False)
+        matching[g][idx] = 1
+    per_anchor = matching.sum(0)
+    if per_anchor.max() > 1:
+        multi = per_anchor > 1
+        _, best = torch.min(cost[:, multi], dim=0)
+        matching[:, multi] *= 0
+        matching[best, multi] = 1
+    fg_in = matching.sum(0) > 0
+    fg = cand.clone()
+    fg[cand.clone()] = fg_in
+    matched = matching[:, fg_in].argmax(0)
+    return fg, matched, (matching * ious).sum(0)[fg_in]
+
+def main(path, repeat, threads):
+    if threads:
+        torch.set_num_threads(threads)
+    d = np.load(path)
+    t = {k: torch.from_numpy(d[k]) for k in d.files}
+    b = t["pred"].shape[0]
+    def run():
+        out = []
+        with torch.no_grad():
+            for i in range(b):
+                n = int(t["gt_mask"][i].sum())
+                out.append(assign_one(t["gt_boxes"][i, :n], t["gt_classes"][i, :n], t["pred"][i],
+                                      t["cls"][i], t["obj"][i], t["grid_xy"][:, 0], t["grid_xy"][:, 1],
+                                      t["strides"], t["cls"].shape[-1]))
+        return out
+    out = run()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+    times.sort()
+    fg = np.stack([o[0].numpy() for o in out])
+    np.save(path + ".fg.npy", fg)
+    print(json.dumps({"seconds": times[len(times) // 2], "torch": torch.__version__,
+                      "threads": torch.get_num_threads(),
+                      "maxrss_mb": peak_rss_mb()}))
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+'''
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far (VmHWM), MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_inputs(batch, hw, num_classes, num_gts, pad, seed=0):
+    """Random but plausible predictions (decoded around their anchors) and gts padded to ``pad``."""
+    from yolox_jax.ops.anchors import anchor_grid
+
+    rng = np.random.default_rng(seed)
+    grid_xy, strides = (np.asarray(x) for x in anchor_grid(hw))
+    a = len(strides)
+    raw = rng.normal(0.0, 0.5, (batch, a, 4)).astype(np.float32)
+    pred = np.concatenate([(raw[..., :2] + 0.5 + grid_xy) * strides[:, None],
+                           np.exp(raw[..., 2:] + 1.0) * strides[:, None]], -1).astype(np.float32)
+    cls = rng.normal(-4.0, 2.0, (batch, a, num_classes)).astype(np.float32)
+    obj = rng.normal(-4.0, 2.0, (batch, a)).astype(np.float32)
+    h, w = hw
+    gt_boxes = np.zeros((batch, pad, 4), np.float32)
+    gt_boxes[:, :num_gts, :2] = rng.uniform(0, 1, (batch, num_gts, 2)) * np.array([w, h])
+    gt_boxes[:, :num_gts, 2:] = rng.uniform(10, 0.5 * min(h, w), (batch, num_gts, 2))
+    gt_classes = np.zeros((batch, pad), np.int32)
+    gt_classes[:, :num_gts] = rng.integers(0, num_classes, (batch, num_gts))
+    gt_mask = np.zeros((batch, pad), bool)
+    gt_mask[:, :num_gts] = True
+    return dict(pred=pred, cls=cls, obj=obj, grid_xy=grid_xy, strides=strides,
+                gt_boxes=gt_boxes, gt_classes=gt_classes, gt_mask=gt_mask)
+
+
+def find_torch_python(explicit):
+    if explicit:
+        return explicit if explicit != "none" else None
+    try:
+        import torch  # noqa: F401
+        return sys.executable
+    except ImportError:
+        pass
+    cand = "/tmp/tvenv/bin/python"
+    return cand if os.path.exists(cand) else None
+
+
+def run_torch(python, inputs, repeat, threads):
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "inputs.npz")
+        np.savez(data, **inputs)
+        script = os.path.join(tmp, "loop.py")
+        with open(script, "w") as f:
+            f.write(TORCH_LOOP)
+        proc = subprocess.run([python, script, data, str(repeat), str(threads)],
+                              capture_output=True, text=True, check=True)
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["fg"] = np.load(data + ".fg.npy")
+        return result
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="benchmark.py assign", description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[8, 64])
+    ap.add_argument("--hw", type=int, nargs=2, default=[640, 640])
+    ap.add_argument("--classes", type=int, default=80)
+    ap.add_argument("--gts", type=int, default=30, help="valid gts per image")
+    ap.add_argument("--pad", type=int, default=120, help="gt rows after padding")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--eager-max-batch", type=int, default=8,
+                    help="run the disable_jit() eager variant only up to this batch (it is slow)")
+    ap.add_argument("--ota", action="store_true", help="also time jit(vmap(ota)) (50 Sinkhorn its)")
+    ap.add_argument("--torch-python", default=None,
+                    help="python with torch for the per-image loop ('none' to skip)")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0 = default)")
+    ap.add_argument("--markdown", default=None, help="also write the Markdown section to this file")
+    args = ap.parse_args(argv)
+
+    import jax
+
+    from yolox_jax.assign import ota, simota
+
+    hw = tuple(args.hw)
+    in_axes = (0, 0, 0, None, None, 0, 0, 0)
+    keys = ("pred", "cls", "obj", "grid_xy", "strides", "gt_boxes", "gt_classes", "gt_mask")
+    torch_python = find_torch_python(args.torch_python)
+    rows, notes = [], []
+    for b in args.batches:
+        inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
+        xs = [jax.device_put(inputs[k]) for k in keys]
+        a = inputs["pred"].shape[1]
+        fn = jax.jit(jax.vmap(simota, in_axes=in_axes))
+        t0 = time.perf_counter()
+        compiled = fn.lower(*xs).compile()
+        compile_s = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
+        arg_mb = getattr(mem, "argument_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
+        jit_s = time_fn(lambda: jax.block_until_ready(compiled(*xs)), warmup=1, repeat=args.repeat)
+        out = compiled(*xs)
+        row = {"batch": b, "anchors": a, "jit_s": jit_s, "compile_s": compile_s, "temp_mb": temp_mb,
+               "arg_mb": arg_mb, "num_fg": int(np.asarray(out.num_fg).sum()),
+               "rss_mb": peak_rss_mb()}
+        if b <= args.eager_max_batch:
+            with jax.disable_jit():
+                eager = jax.vmap(simota, in_axes=in_axes)
+                row["eager_s"] = time_fn(lambda: jax.block_until_ready(eager(*xs)), warmup=1,
+                                         repeat=1)
+        if args.ota and b <= args.eager_max_batch:
+            ofn = jax.jit(jax.vmap(ota, in_axes=in_axes))
+            row["ota_s"] = time_fn(lambda: jax.block_until_ready(ofn(*xs)), warmup=1, repeat=1)
+        if torch_python:
+            tr = run_torch(torch_python, inputs, args.repeat, args.torch_threads)
+            row["torch_s"], row["torch_rss_mb"] = tr["seconds"], tr["maxrss_mb"]
+            row["torch_agree"] = bool((tr["fg"] == np.asarray(out.fg_mask)).all())
+            notes.append(f"torch {tr['torch']} ({tr['threads']} threads)")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    fmt = lambda v: "-" if v is None else (f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s")  # noqa: E731
+    lines = [
+        f"Machine: {machine()}" + (f"; {notes[0]}" if notes else ""),
+        "",
+        f"SimOTA, {hw[0]}x{hw[1]} input ({rows[0]['anchors']} anchors), {args.classes} classes, "
+        f"{args.gts} gts per image padded to {args.pad}; median of {args.repeat} runs after warm-up.",
+        "",
+        "| batch | jit(vmap(simota)) | compile | eager (disable_jit) | PyTorch per-image loop† | "
+        "speed-up vs loop | XLA temp | peak RSS so far (JAX / torch process) | same fg as loop |"
+        + (" jit(vmap(ota)) |" if args.ota else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if args.ota else ""),
+    ]
+    for r in rows:
+        speed = f"{r['torch_s'] / r['jit_s']:.1f}x" if "torch_s" in r else "-"
+        lines.append(
+            f"| {r['batch']} | {fmt(r['jit_s'])} | {r['compile_s']:.1f} s | {fmt(r.get('eager_s'))} | "
+            f"{fmt(r.get('torch_s'))} | {speed} | {r['temp_mb']:.0f} MiB | "
+            f"{r['rss_mb']:.0f} / {r.get('torch_rss_mb', float('nan')):.0f} MiB | "
+            f"{r.get('torch_agree', '-')} |" + (f" {fmt(r.get('ota_s'))} |" if args.ota else ""))
+    lines += ["", "† Not the official package (not installable here): this project's per-image "
+              "PyTorch re-implementation of the official SimOTA loop (scripts/bench_assign.py, "
+              "`TORCH_LOOP`), unpadded gts, CPU."]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
