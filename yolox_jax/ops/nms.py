@@ -73,6 +73,26 @@ def _iou(a, b, area_a, area_b):
     return jnp.where(jnp.isnan(iou), 0.0, iou)
 
 
+def first_argmax(x):
+    """jnp.argmax(x, axis=-1) (first index of the maximum), as int32.
+
+    Written as max + min: on CPU, XLA's argmax (a variadic value/index reduce) is several times
+    slower, which showed when it ran over all 8400 x 80 class probabilities.
+    """
+    iota = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    top = jnp.max(x, axis=-1, keepdims=True)
+    return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1).astype(jnp.int32)
+
+
+def _labels(class_src, idx):
+    """Class labels of rows ``idx`` of class_src: [N, 1] int labels, or [N, C] class scores
+    (label = best class). Only the visited rows are reduced over classes, never all N."""
+    rows = class_src[idx]
+    if jnp.issubdtype(rows.dtype, jnp.integer):
+        return rows[..., 0].astype(jnp.int32)
+    return first_argmax(rows)
+
+
 def _same_class(ca, cb):
     return ca[:, None] == cb[None, :]
 
@@ -119,10 +139,11 @@ def _suppressed_by_kept(tb, ta, tc, kb, ka, kc, kv, count, t_size, iou_threshold
     return lax.fori_loop(0, n_chunks, body, jnp.zeros(tb.shape[0], bool))
 
 
-def _hard(boxes, scores, classes, cand, iou_threshold, max_output, tile):
+def _hard(boxes, scores, class_src, cand, iou_threshold, max_output, tile):
     """Greedy NMS, visiting candidates tile by tile in (score desc, index asc) order.
 
-    boxes [N, 4] xyxy, scores [N], classes [N] int32, cand [N] bool. Each step takes the next
+    boxes [N, 4] xyxy, scores [N], class_src [N, 1] int / [N, C] float (see _labels),
+    cand [N] bool. Each step takes the next
     ``tile`` best unvisited candidates with ``lax.top_k`` (stable: lower index first on ties),
     which on CPU costs a small fraction of a full sort, and stops once K boxes are kept or the
     candidates run out. Returns indices [K] int32 (-1 padding), scores [K] (0 padding), valid [K].
@@ -143,7 +164,7 @@ def _hard(boxes, scores, classes, cand, iou_threshold, max_output, tile):
         ts, ti = lax.top_k(remaining, t_size)
         tv = ts > -jnp.inf
         remaining = remaining.at[ti].set(-jnp.inf)
-        tb, ta, tc = boxes[ti], areas[ti], classes[ti]
+        tb, ta, tc = boxes[ti], areas[ti], _labels(class_src, ti)
         base = tv & ~_suppressed_by_kept(tb, ta, tc, kb, ka, kc, kv, count, t_size,
                                          iou_threshold)
         over = (_iou(tb, tb, ta, ta) > iou_threshold) & _same_class(tc, tc) & upper
@@ -166,13 +187,6 @@ def _hard(boxes, scores, classes, cand, iou_threshold, max_output, tile):
             jnp.zeros((k_pad,), jnp.int32), jnp.zeros((k_pad,), bool))
     _, _, _, idx, out_s, *_, kv = lax.while_loop(cond, body, init)
     return idx.astype(jnp.int32), out_s, kv[:k]
-
-
-def _first_argmax(x):
-    """Index of the first maximum of x [M]. Two plain reductions: on CPU, XLA's argmax (a
-    variadic value/index reduce) is several times slower than max + min."""
-    iota = jnp.arange(x.shape[0], dtype=jnp.int32)
-    return jnp.min(jnp.where(x == jnp.max(x), iota, x.shape[0])).astype(jnp.int32)
 
 
 def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_threshold, method,
@@ -219,9 +233,9 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         # where(), not a product over all boxes: -inf * 0 would give NaN.
         s = jnp.where(affected, s * decay, s)
         s = jnp.where(alive & (s < score_threshold), -jnp.inf, s)
-        return i + 1, s, _first_argmax(s), pos, out_s
+        return i + 1, s, first_argmax(s), pos, out_s
 
-    init = (jnp.int32(0), s0, _first_argmax(s0), jnp.full((k,), -1, jnp.int32),
+    init = (jnp.int32(0), s0, first_argmax(s0), jnp.full((k,), -1, jnp.int32),
             jnp.zeros((k,), scores.dtype))
     n_out, _, _, pos, out_s = lax.while_loop(cond, body, init)
     return pos, out_s, slots < n_out
@@ -232,7 +246,7 @@ def _bucket_sizes(n):
     return tuple(sizes)
 
 
-def _soft_compacted(boxes, scores, classes, cand, *, size, iou_threshold, max_output,
+def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_output,
                     score_threshold, method, sigma):
     """Soft-NMS on one image after compacting its candidates into ``size`` rows.
 
@@ -244,8 +258,8 @@ def _soft_compacted(boxes, scores, classes, cand, *, size, iou_threshold, max_ou
         c_cand = cand[order] & (jnp.arange(size) < jnp.sum(cand))
     else:
         order, c_cand = jnp.arange(n), cand
-    pos, out_scores, valid = _soft(boxes[order], scores[order], classes[order], c_cand,
-                                   iou_threshold, max_output, score_threshold, method, sigma)
+    labels = _labels(class_src, order)
+    pos, out_scores, valid = _soft(boxes[order], scores[order], labels, c_cand, iou_threshold, max_output, score_threshold, method, sigma)
     idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
     return idx.astype(jnp.int32), out_scores, valid
 
@@ -270,20 +284,30 @@ def nms_batched(boxes_xyxy, scores, iou_threshold, *, max_output, classes=None,
     boxes_xyxy [B, N, 4], scores [B, N], classes [B, N] int or None.
     Returns indices [B, K] int32 (-1 padding), scores [B, K] (0 padding), valid [B, K] bool.
     """
+    scores = jnp.asarray(scores)
+    if classes is None:
+        class_src = jnp.zeros(scores.shape + (1,), jnp.int32)
+    else:
+        class_src = jnp.asarray(classes).astype(jnp.int32)[..., None]
+    return nms_core(boxes_xyxy, scores, class_src, iou_threshold, max_output=max_output,
+                    score_threshold=score_threshold, method=method, sigma=sigma)
+
+
+def nms_core(boxes_xyxy, scores, class_src, iou_threshold, *, max_output, score_threshold,
+             method, sigma):
+    """nms_batched with classes given as class_src [B, N, 1] int labels or [B, N, C] class
+    scores (label = first best class, computed only for the rows NMS visits). Not jitted."""
     _check_args(method, sigma, max_output)
     boxes_xyxy = jnp.asarray(boxes_xyxy)
     scores = jnp.asarray(scores)
-    b, n = scores.shape
-    if classes is None:
-        classes = jnp.zeros((b, n), jnp.int32)
-    classes = jnp.asarray(classes).astype(jnp.int32)
+    n = scores.shape[1]
     cand = jnp.isfinite(scores) & (scores >= score_threshold)
     if method == "hard":
         # No compaction: top_k over all N per tile is already cheap, and skipping it avoids
         # compiling one loop per bucket.
         hard = functools.partial(_hard, iou_threshold=iou_threshold,
                                  max_output=int(max_output), tile=_TILE)
-        return jax.vmap(hard)(boxes_xyxy, scores, classes, cand)
+        return jax.vmap(hard)(boxes_xyxy, scores, class_src, cand)
     kernel = functools.partial(_soft_compacted, iou_threshold=iou_threshold,
                                max_output=int(max_output), score_threshold=score_threshold,
                                method=method, sigma=sigma)
@@ -292,7 +316,7 @@ def nms_batched(boxes_xyxy, scores, iou_threshold, *, max_output, classes=None,
         lambda ops, size=size: jax.vmap(functools.partial(kernel, size=size))(*ops)
         for size in sizes
     ]
-    ops = (boxes_xyxy, scores, classes, cand)
+    ops = (boxes_xyxy, scores, class_src, cand)
     if len(sizes) == 1:
         return branches[0](ops)
     # Soft-NMS visits every candidate at every step: run it on the smallest bucket that holds

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
-from yolox_jax.ops.nms import nms_batched
+from yolox_jax.ops.nms import first_argmax, nms_core
 
 
 @flax.struct.dataclass
@@ -43,13 +43,16 @@ def _postprocess(decoded, conf_threshold, nms_threshold, class_agnostic, max_det
                  sigma):
     boxes = cxcywh_to_xyxy(decoded[..., :4])
     obj = decoded[..., 4]
-    class_conf = jnp.max(decoded[..., 5:], axis=-1)
-    classes = jnp.argmax(decoded[..., 5:], axis=-1).astype(jnp.int32)
+    cls = decoded[..., 5:]
+    class_conf = jnp.max(cls, axis=-1)
     scores = obj * class_conf
-    idx, out_scores, valid = nms_batched(
-        boxes, scores, nms_threshold, max_output=max_detections,
-        classes=None if class_agnostic else classes, score_threshold=conf_threshold,
-        method=method, sigma=sigma)
+    # Class-aware NMS gets the class scores, not labels: the best class (first index among
+    # exact ties, like jnp.argmax) is then computed only for the boxes NMS visits. A full
+    # argmax over [B, A, C] cost more than the NMS itself on CPU.
+    class_src = jnp.zeros(scores.shape + (1,), jnp.int32) if class_agnostic else cls
+    idx, out_scores, valid = nms_core(
+        boxes, scores, class_src, nms_threshold, max_output=max_detections,
+        score_threshold=conf_threshold, method=method, sigma=sigma)
 
     safe = jnp.maximum(idx, 0)
 
@@ -61,7 +64,7 @@ def _postprocess(decoded, conf_threshold, nms_threshold, class_agnostic, max_det
     return Detections(
         boxes_xyxy=take(boxes),
         scores=jnp.where(valid, out_scores, 0.0),
-        classes=jnp.where(valid, take(classes), -1),
+        classes=jnp.where(valid, first_argmax(take(cls)), -1),
         valid=valid,
         obj=take(obj),
         class_conf=take(class_conf),
