@@ -84,13 +84,15 @@ def first_argmax(x):
     return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1).astype(jnp.int32)
 
 
-def _labels(class_src, idx):
-    """Class labels of rows ``idx`` of class_src: [N, 1] int labels, or [N, C] class scores
-    (label = best class). Only the visited rows are reduced over classes, never all N."""
+def _labels(class_src, idx, class_start=0):
+    """Class labels of rows ``idx`` of class_src: [N, 1] int labels, or [N, D] float rows whose
+    columns from ``class_start`` on are class scores (label = best class). Only the visited
+    rows are reduced over classes, never all N; and whole rows are gathered first so that a
+    caller can pass its [N, 5 + C] array without materialising the class slice."""
     rows = class_src[idx]
     if jnp.issubdtype(rows.dtype, jnp.integer):
         return rows[..., 0].astype(jnp.int32)
-    return first_argmax(rows)
+    return first_argmax(rows[..., class_start:])
 
 
 def _same_class(ca, cb):
@@ -139,7 +141,7 @@ def _suppressed_by_kept(tb, ta, tc, kb, ka, kc, kv, count, t_size, iou_threshold
     return lax.fori_loop(0, n_chunks, body, jnp.zeros(tb.shape[0], bool))
 
 
-def _hard(boxes, scores, class_src, cand, iou_threshold, max_output, tile):
+def _hard(boxes, scores, class_src, cand, iou_threshold, max_output, tile, class_start):
     """Greedy NMS, visiting candidates tile by tile in (score desc, index asc) order.
 
     boxes [N, 4] xyxy, scores [N], class_src [N, 1] int / [N, C] float (see _labels),
@@ -164,7 +166,7 @@ def _hard(boxes, scores, class_src, cand, iou_threshold, max_output, tile):
         ts, ti = lax.top_k(remaining, t_size)
         tv = ts > -jnp.inf
         remaining = remaining.at[ti].set(-jnp.inf)
-        tb, ta, tc = boxes[ti], areas[ti], _labels(class_src, ti)
+        tb, ta, tc = boxes[ti], areas[ti], _labels(class_src, ti, class_start)
         base = tv & ~_suppressed_by_kept(tb, ta, tc, kb, ka, kc, kv, count, t_size,
                                          iou_threshold)
         over = (_iou(tb, tb, ta, ta) > iou_threshold) & _same_class(tc, tc) & upper
@@ -197,30 +199,36 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
     """
     k = max_output
     m = scores.shape[0]
-    # Coordinates as separate [M] rows: the one-to-many IoU below is then purely elementwise.
-    x1, y1, x2, y2 = (boxes[:, j] for j in range(4))
-    areas = _areas(boxes)
+    # One [6, M] table, so each step fetches the selected box with a single gather; its rows
+    # are then plain [M] vectors and the one-to-many IoU below is purely elementwise.
+    table = jnp.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], _areas(boxes),
+                       classes.astype(boxes.dtype)])
+    x1, y1, x2, y2, areas, cls_f = table
     iota = jnp.arange(m, dtype=jnp.int32)
     slots = jnp.arange(k, dtype=jnp.int32)
-    s0 = jnp.where(cand, scores, -jnp.inf)
+
+    def select(s):
+        top = jnp.max(s)
+        return jnp.min(jnp.where(s == top, iota, m)).astype(jnp.int32), top
 
     def cond(st):
-        i, s, best = st[:3]
-        return (i < k) & (s[best] > -jnp.inf)
+        i, _, _, top = st[:4]
+        return (i < k) & (top > -jnp.inf)
 
     def body(st):
-        i, s, best, pos, out_s = st
+        i, s, best, top, pos, out_s = st
         here = slots == i
         pos = jnp.where(here, best, pos)
-        out_s = jnp.where(here, s[best], out_s)
+        out_s = jnp.where(here, top, out_s)
         s = jnp.where(iota == best, -jnp.inf, s)
+        bx1, by1, bx2, by2, barea, bcls = table[:, best]
         alive = s > -jnp.inf
-        affected = alive & (classes == classes[best])
+        affected = alive & (cls_f == bcls)
         # Same arithmetic as _iou (torchvision's), one row.
-        w = jnp.maximum(jnp.minimum(x2[best], x2) - jnp.maximum(x1[best], x1), 0.0)
-        h = jnp.maximum(jnp.minimum(y2[best], y2) - jnp.maximum(y1[best], y1), 0.0)
+        w = jnp.maximum(jnp.minimum(bx2, x2) - jnp.maximum(bx1, x1), 0.0)
+        h = jnp.maximum(jnp.minimum(by2, y2) - jnp.maximum(by1, y1), 0.0)
         inter = w * h
-        iou = inter / (areas[best] + areas - inter)
+        iou = inter / (barea + areas - inter)
         iou = jnp.where(jnp.isnan(iou), 0.0, iou)
         if method == "linear":
             decay = jnp.where(iou > iou_threshold, 1.0 - iou, 1.0)
@@ -233,11 +241,13 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         # where(), not a product over all boxes: -inf * 0 would give NaN.
         s = jnp.where(affected, s * decay, s)
         s = jnp.where(alive & (s < score_threshold), -jnp.inf, s)
-        return i + 1, s, first_argmax(s), pos, out_s
+        best, top = select(s)
+        return i + 1, s, best, top, pos, out_s
 
-    init = (jnp.int32(0), s0, first_argmax(s0), jnp.full((k,), -1, jnp.int32),
+    s0 = jnp.where(cand, scores, -jnp.inf)
+    init = (jnp.int32(0), s0, *select(s0), jnp.full((k,), -1, jnp.int32),
             jnp.zeros((k,), scores.dtype))
-    n_out, _, _, pos, out_s = lax.while_loop(cond, body, init)
+    n_out, _, _, _, pos, out_s = lax.while_loop(cond, body, init)
     return pos, out_s, slots < n_out
 
 
@@ -247,7 +257,7 @@ def _bucket_sizes(n):
 
 
 def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_output,
-                    score_threshold, method, sigma):
+                    score_threshold, method, sigma, class_start):
     """Soft-NMS on one image after compacting its candidates into ``size`` rows.
 
     Compaction keeps the original index order, so ties in decayed scores go to the lower index.
@@ -258,7 +268,7 @@ def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_
         c_cand = cand[order] & (jnp.arange(size) < jnp.sum(cand))
     else:
         order, c_cand = jnp.arange(n), cand
-    labels = _labels(class_src, order)
+    labels = _labels(class_src, order, class_start)
     pos, out_scores, valid = _soft(boxes[order], scores[order], labels, c_cand, iou_threshold, max_output, score_threshold, method, sigma)
     idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
     return idx.astype(jnp.int32), out_scores, valid
@@ -294,9 +304,10 @@ def nms_batched(boxes_xyxy, scores, iou_threshold, *, max_output, classes=None,
 
 
 def nms_core(boxes_xyxy, scores, class_src, iou_threshold, *, max_output, score_threshold,
-             method, sigma):
-    """nms_batched with classes given as class_src [B, N, 1] int labels or [B, N, C] class
-    scores (label = first best class, computed only for the rows NMS visits). Not jitted."""
+             method, sigma, class_start=0):
+    """nms_batched with classes given as class_src [B, N, 1] int labels, or [B, N, D] float
+    rows whose columns class_start: are class scores (label = first best class, computed only
+    for the rows NMS visits; e.g. decoded [B, A, 5 + C] with class_start=5). Not jitted."""
     _check_args(method, sigma, max_output)
     boxes_xyxy = jnp.asarray(boxes_xyxy)
     scores = jnp.asarray(scores)
@@ -306,11 +317,12 @@ def nms_core(boxes_xyxy, scores, class_src, iou_threshold, *, max_output, score_
         # No compaction: top_k over all N per tile is already cheap, and skipping it avoids
         # compiling one loop per bucket.
         hard = functools.partial(_hard, iou_threshold=iou_threshold,
-                                 max_output=int(max_output), tile=_TILE)
+                                 max_output=int(max_output), tile=_TILE,
+                                 class_start=class_start)
         return jax.vmap(hard)(boxes_xyxy, scores, class_src, cand)
     kernel = functools.partial(_soft_compacted, iou_threshold=iou_threshold,
                                max_output=int(max_output), score_threshold=score_threshold,
-                               method=method, sigma=sigma)
+                               method=method, sigma=sigma, class_start=class_start)
     sizes = _bucket_sizes(n)
     branches = [
         lambda ops, size=size: jax.vmap(functools.partial(kernel, size=size))(*ops)

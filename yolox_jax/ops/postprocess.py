@@ -46,13 +46,13 @@ def _postprocess(decoded, conf_threshold, nms_threshold, class_agnostic, max_det
     cls = decoded[..., 5:]
     class_conf = jnp.max(cls, axis=-1)
     scores = obj * class_conf
-    # Class-aware NMS gets the class scores, not labels: the best class (first index among
-    # exact ties, like jnp.argmax) is then computed only for the boxes NMS visits. A full
-    # argmax over [B, A, C] cost more than the NMS itself on CPU.
-    class_src = jnp.zeros(scores.shape + (1,), jnp.int32) if class_agnostic else cls
+    # Class-aware NMS gets the whole decoded rows, not labels: the best class (first index
+    # among exact ties, like jnp.argmax) is then computed only for the boxes NMS visits. A
+    # full argmax over [B, A, C] (or even a copy of the class slice) cost more than the NMS.
+    class_src = jnp.zeros(scores.shape + (1,), jnp.int32) if class_agnostic else decoded
     idx, out_scores, valid = nms_core(
         boxes, scores, class_src, nms_threshold, max_output=max_detections,
-        score_threshold=conf_threshold, method=method, sigma=sigma)
+        score_threshold=conf_threshold, method=method, sigma=sigma, class_start=5)
 
     safe = jnp.maximum(idx, 0)
 
@@ -64,7 +64,7 @@ def _postprocess(decoded, conf_threshold, nms_threshold, class_agnostic, max_det
     return Detections(
         boxes_xyxy=take(boxes),
         scores=jnp.where(valid, out_scores, 0.0),
-        classes=jnp.where(valid, first_argmax(take(cls)), -1),
+        classes=jnp.where(valid, first_argmax(take(decoded)[..., 5:]), -1),
         valid=valid,
         obj=take(obj),
         class_conf=take(class_conf),
