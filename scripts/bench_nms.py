@@ -150,7 +150,8 @@ except Exception:
     impl = "torch-only greedy batched_nms (torchvision not importable)"
 
 def postprocess(pred):
-    corners = torch.cat([pred[..., :2] - pred[..., 2:4] / 2, pred[..., :2] + pred[..., 2:4] / 2], -1)
+    xy, half = pred[..., :2], pred[..., 2:4] / 2
+    corners = torch.cat([xy - half, xy + half], -1)
     out = []
     for b in range(pred.shape[0]):
         class_conf, class_pred = pred[b, :, 5:].max(1)

@@ -269,7 +269,8 @@ def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_
     else:
         order, c_cand = jnp.arange(n), cand
     labels = _labels(class_src, order, class_start)
-    pos, out_scores, valid = _soft(boxes[order], scores[order], labels, c_cand, iou_threshold, max_output, score_threshold, method, sigma)
+    pos, out_scores, valid = _soft(boxes[order], scores[order], labels, c_cand, iou_threshold,
+                                   max_output, score_threshold, method, sigma)
     idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
     return idx.astype(jnp.int32), out_scores, valid
 
