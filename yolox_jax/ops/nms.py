@@ -264,12 +264,18 @@ def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_
     """
     n = scores.shape[0]
     if size < n:
-        (order,) = jnp.nonzero(cand, size=size, fill_value=0)
-        c_cand = cand[order] & (jnp.arange(size) < jnp.sum(cand))
+        # Stable compaction: candidate i goes to row (number of candidates before i).
+        # associative_scan is about 2x faster than jnp.nonzero's cumsum on CPU.
+        rank = lax.associative_scan(jnp.add, cand.astype(jnp.int32)) - 1
+        order = jnp.zeros(size, jnp.int32).at[jnp.where(cand, rank, size)].set(
+            jnp.arange(n, dtype=jnp.int32), mode="drop")
+        c_cand = jnp.arange(size) <= rank[-1]
     else:
-        order, c_cand = jnp.arange(n), cand
+        order, c_cand = jnp.arange(n, dtype=jnp.int32), cand
     labels = _labels(class_src, order, class_start)
-    pos, out_scores, valid = _soft(boxes[order], scores[order], labels, c_cand, iou_threshold,
+    # One row gather for boxes and scores together (XLA:CPU gathers cost per call).
+    rows = jnp.concatenate([boxes, scores[:, None]], axis=1)[order]
+    pos, out_scores, valid = _soft(rows[:, :4], rows[:, 4], labels, c_cand, iou_threshold,
                                    max_output, score_threshold, method, sigma)
     idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
     return idx.astype(jnp.int32), out_scores, valid
