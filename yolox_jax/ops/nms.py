@@ -7,13 +7,16 @@ which are real. Two kernels:
   descending score order, ties broken by the **lower index first** (``lax.top_k`` is stable; this
   is also what torchvision's CPU kernel gives, since it sorts with ``stable=True``). A box is
   suppressed when its IoU with an already kept box is **strictly greater** than the threshold.
-  The sorted candidates are processed in tiles of ``_TILE`` boxes inside a ``lax.while_loop``:
-  each tile is first suppressed by the boxes already kept (a ``[K, T]`` IoU), then resolved
-  among itself with a ``[T, T]`` IoU by fixed-point iteration (see ``_resolve_tile``). The loop
-  stops as soon as ``max_output`` boxes are kept or the candidates run out, so the work is
-  ``O(tiles_visited * T * (T + K))`` and no ``[N, N]`` matrix is ever built. This beats a
-  one-box-per-iteration loop (``K`` sequential steps of ``O(N)`` each) on CPU, where every
-  ``while_loop`` step has a fixed cost, and on GPU, where ``[T, T]`` blocks fill the device.
+  Candidates are visited in tiles of ``_TILE`` (128) inside a ``lax.while_loop``: each step
+  takes the next 128 best unvisited candidates with ``lax.top_k`` (no full sort: XLA:CPU's sort
+  of 8400 scores alone costs more than the whole NMS), drops those with IoU > t against the
+  boxes already kept (scanning only the filled part of the kept buffer, ``[T, T]`` blocks),
+  then resolves the tile among itself with a ``[T, T]`` IoU by fixed-point iteration (see
+  ``_resolve_tile``). The loop stops as soon as ``max_output`` boxes are kept or the candidates
+  run out, so the work is ``O(tiles_visited * T * (N / T + T + kept))`` and no ``[N, N]``
+  matrix is built; no pre-NMS top-k cap is needed, so nothing can change the result. This beat
+  a one-box-per-step loop (``K`` steps of ``O(N)``) on CPU, where every loop step has a fixed
+  cost; on GPU the ``[T, T]`` blocks are the natural unit as well (not measured: no GPU here).
 * **Soft-NMS** (Bodla et al. 2017): a ``lax.while_loop`` of at most ``max_output`` steps. Each
   step selects the box with the highest current score (ties: lower index), records it with that
   (decayed) score, and decays the others (same class only when ``classes`` is given):
@@ -39,12 +42,13 @@ zero-area boxes) counts as 0, so zero-area boxes never suppress and are never su
 (torchvision gets the same result because ``NaN > t`` is false). Identical boxes with positive
 area have IoU 1 and suppress each other under hard NMS for any threshold < 1.
 
-Pre-NMS compaction: the (usually few) candidates are first compacted into the smallest of a few
-static bucket sizes that holds them all, chosen per call with ``lax.switch`` (a real branch when
-the call is not itself vmapped), so the loops run over hundreds of boxes instead of all N. The
-bucket always holds every candidate, so the compaction can never change the result. When
+Soft-NMS compaction: every Soft-NMS step touches every candidate, so the (usually few)
+candidates are first compacted, in index order, into the smallest of a few static bucket sizes
+that holds them all, chosen with ``lax.switch`` (a real branch when the call is not itself
+vmapped). The bucket always holds every candidate, so this never changes the result. When
 ``nms`` itself is ``vmap``-ed the switch becomes a select and every bucket runs; batch callers
-should use :func:`nms_batched` (what ``postprocess`` uses), which picks one bucket for the batch.
+should use :func:`nms_batched` (what ``postprocess`` uses), which picks one bucket per batch.
+Class labels must be exactly representable as float32 (|label| < 2**24) in Soft-NMS.
 """
 from __future__ import annotations
 
