@@ -248,3 +248,53 @@ def test_jit_vmap_batch_equals_per_image():
             # jit fuses float ops differently from eager: floats agree to rounding, the rest exactly.
             np.testing.assert_allclose(np.asarray(getattr(batched, name)[i]), np.asarray(x),
                                        rtol=1e-6, atol=1e-7, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast-path helpers (two-level top-k, argmin without variadic reduce) equal the plain primitives.
+
+@pytest.mark.parametrize("n,k,block", [(8400, 10, None), (1000, 10, 7), (126, 3, None),
+                                       (300, 20, 16), (64, 10, None)])
+def test_top_k_last_equals_lax_top_k_with_ties_inf_nan(n, k, block):
+    from yolox_jax.ops.simota import top_k_last
+
+    rng = np.random.default_rng(n + k)
+    x = rng.normal(size=(6, n)).astype(np.float32)
+    x[0] = np.round(x[0])                   # massive ties
+    x[1, ::3] = -np.inf
+    x[2, :] = -np.inf
+    x[2, n // 2] = 1.0                      # fewer finite values than k
+    x[3, 5::17] = np.nan
+    x[3, 7::19] = -np.nan
+    x[4, :] = 0.0
+    x[4, ::2] = -0.0
+    x[5] = -x[5]
+    ref_v, ref_i = jax.lax.top_k(jnp.asarray(x), k)
+    v, i = jax.jit(lambda a: top_k_last(a, k, block))(x)
+    np.testing.assert_array_equal(np.asarray(i), np.asarray(ref_i))
+    np.testing.assert_array_equal(np.asarray(v).view(np.int32), np.asarray(ref_v).view(np.int32))
+
+
+def test_first_argmin_and_pick_resolution_equal_dense_versions():
+    from yolox_jax.ops.simota import (first_argmin, lowest_cost_picks, resolve_conflicts,
+                                      resolve_picks, select_lowest_cost)
+
+    rng = np.random.default_rng(11)
+    cost = np.round(rng.normal(size=(9, 500)) * 2).astype(np.float32)   # many ties
+    cost[:, ::7] = np.inf
+    cost[3, 40:60] = np.nan
+    np.testing.assert_array_equal(np.asarray(first_argmin(jnp.asarray(cost), axis=0)),
+                                  np.asarray(jnp.argmin(jnp.asarray(cost), axis=0)))
+    cost[3, 40:60] = 0.5
+    k = rng.integers(0, 11, 9).astype(np.int32)
+    idx, take = lowest_cost_picks(jnp.asarray(cost), jnp.asarray(k), 10)
+    fg, matched = resolve_picks(idx, take, jnp.asarray(cost))
+    matching = select_lowest_cost(jnp.asarray(cost), jnp.asarray(k), 10)
+    fg_ref = np.asarray(matching).any(0)
+    count = np.asarray(matching).sum(0)
+    ref = np.where(count > 1, np.argmin(cost, 0), np.argmax(np.asarray(matching), 0))
+    np.testing.assert_array_equal(np.asarray(fg), fg_ref)
+    np.testing.assert_array_equal(np.asarray(matched), np.where(fg_ref, ref, 0))
+    fg2, matched2 = resolve_conflicts(matching, jnp.asarray(cost))
+    np.testing.assert_array_equal(np.asarray(fg2), fg_ref)
+    np.testing.assert_array_equal(np.asarray(matched2), np.asarray(matched))

@@ -8,10 +8,26 @@ The data-dependent steps of the official implementation map to fixed-shape equiv
 
 * "candidate anchors" (a boolean index into the anchors) -> a mask ``[A]``; non-candidates get an
   infinite cost and a zero IoU, so they can neither be picked nor count towards dynamic k;
-* ``torch.topk(cost[g], k_g, largest=False)`` with a per-gt ``k_g`` -> one ``lax.top_k`` with the
-  static upper bound ``topk_iou`` on every row, keeping the first ``k_g`` columns. ``lax.top_k``
-  breaks ties by the lower anchor index, which is a deterministic version of what torch does;
+* ``torch.topk(cost[g], k_g, largest=False)`` with a per-gt ``k_g`` -> one top-k with the
+  static upper bound ``topk_iou`` on every row, keeping the first ``k_g`` columns. Ties go to the
+  lower anchor index (``lax.top_k`` order), a deterministic version of what torch does;
 * conflict resolution -> ``argmin`` of the cost over all (valid) gts, as in the official code.
+
+Performance (XLA:CPU; see docs/bench_assign.md): every materialised ``[G, A]`` array costs a
+full pass plus fresh pages, so the code keeps their number low and avoids the slow primitives:
+
+* ``lax.top_k`` over 8400 anchors is replaced by an exact two-level top-k (``top_k_last``): the
+  maximum of each contiguous block of anchors, ``lax.top_k`` over the block maxima, and
+  ``lax.top_k`` over the elements of the k best blocks only (same values, indices and tie order);
+* the picked ``(gt, anchor)`` pairs are never scattered into a ``[G, A]`` matrix: the per-anchor
+  pick count and sole picker are scatter-add / scatter-min into ``[A]``;
+* ``argmin`` over gts (a variadic reduce, ~10x slower than ``min`` on XLA:CPU) is a ``min``
+  followed by a ``min`` of the row index over the rows that reach it;
+* the conflict ``argmin`` is taken over the ``G * K`` picked columns only;
+* the one-class lookup per gt gathers logits (rows of the transposed ``[C, A]`` logits) and
+  evaluates the two log terms on ``[G, A]`` (see ``pairwise_cls_cost``);
+* the geometry tests are kept as float margins, so the candidate union is a ``max`` reduction
+  and no boolean ``[G, A]`` is materialised; padded gt rows are masked at the consumers.
 """
 from __future__ import annotations
 
@@ -68,6 +84,28 @@ def sanitize_gts(gt_boxes, gt_classes, gt_mask, num_classes: int):
     return boxes, classes
 
 
+def geometry_margins(grid_xy, strides, gt_boxes, *, candidate_rule: str, center_radius: float):
+    """Float form of ``geometry``: ``(region [G, A], any_region [G, A])`` margins whose sign is the
+    test (``> 0`` is inside; the same float32 arithmetic and the same strict comparison). A
+    union over gts is then a ``max`` reduction (``any_g(m > 0) == (max_g m) > 0``), which fuses
+    with the arithmetic instead of materialising a boolean ``[G, A]``."""
+    strides = strides.astype(jnp.float32)
+    ax = ((grid_xy[:, 0] + 0.5) * strides)[None, :]
+    ay = ((grid_xy[:, 1] + 0.5) * strides)[None, :]
+    cx, cy = gt_boxes[:, 0:1], gt_boxes[:, 1:2]
+    dist = (strides * center_radius)[None, :]
+    m_center = jnp.minimum(jnp.minimum(ax - (cx - dist), ay - (cy - dist)),
+                           jnp.minimum((cx + dist) - ax, (cy + dist) - ay))
+    if candidate_rule == "center":
+        return m_center, m_center
+    if candidate_rule == "box_or_center":
+        hw, hh = 0.5 * gt_boxes[:, 2:3], 0.5 * gt_boxes[:, 3:4]
+        m_box = jnp.minimum(jnp.minimum(ax - (cx - hw), ay - (cy - hh)),
+                            jnp.minimum((cx + hw) - ax, (cy + hh) - ay))
+        return jnp.minimum(m_box, m_center), jnp.maximum(m_box, m_center)
+    raise ValueError(f"candidate_rule must be 'center' or 'box_or_center', got {candidate_rule!r}")
+
+
 def geometry(grid_xy, strides, gt_boxes, *, candidate_rule: str, center_radius: float):
     """Geometry relation of every (gt, anchor) pair.
 
@@ -78,39 +116,85 @@ def geometry(grid_xy, strides, gt_boxes, *, candidate_rule: str, center_radius: 
     in_centre (legacy rule). The subtraction order mirrors the official float32 arithmetic
     (edges first, then anchor - edge), so boundary anchors fall on the same side.
     """
-    strides = strides.astype(jnp.float32)
-    ax = ((grid_xy[:, 0] + 0.5) * strides)[None, :]
-    ay = ((grid_xy[:, 1] + 0.5) * strides)[None, :]
-    cx, cy = gt_boxes[:, 0:1], gt_boxes[:, 1:2]
-    dist = (strides * center_radius)[None, :]
-    in_center = jnp.minimum(jnp.minimum(ax - (cx - dist), ay - (cy - dist)),
-                            jnp.minimum((cx + dist) - ax, (cy + dist) - ay)) > 0.0
-    if candidate_rule == "center":
-        return in_center, in_center
-    if candidate_rule == "box_or_center":
-        hw, hh = 0.5 * gt_boxes[:, 2:3], 0.5 * gt_boxes[:, 3:4]
-        in_box = jnp.minimum(jnp.minimum(ax - (cx - hw), ay - (cy - hh)),
-                             jnp.minimum((cx + hw) - ax, (cy + hh) - ay)) > 0.0
-        return in_box & in_center, in_box | in_center
-    raise ValueError(f"candidate_rule must be 'center' or 'box_or_center', got {candidate_rule!r}")
+    region, any_region = geometry_margins(grid_xy, strides, gt_boxes, candidate_rule=candidate_rule,
+                                          center_radius=center_radius)
+    return region > 0.0, any_region > 0.0
 
 
 def pairwise_cls_cost(cls_logits, obj_logits, gt_classes):
     """Official SimOTA class cost ``sum_c BCE(sqrt(sig(cls) * sig(obj)), onehot(gt))`` -> [G, A].
 
-    cls_logits [A, C], obj_logits [A], gt_classes [G] int32. The sum over classes splits into a
-    per-anchor term with all-zero targets plus a correction for the one positive class, so only
-    [A, C] and [G, A] arrays exist. Logs are clamped at -100 like ``F.binary_cross_entropy``, and
-    ``log(1 - p)`` is taken literally (not log1p) as torch does, in float32.
+    cls_logits [A, C], obj_logits [A], gt_classes [G] int32 (in range; ``sanitize_gts`` clips).
+    The sum over classes splits into a per-anchor term with all-zero targets (an [A, C] pass
+    reduced to [A]) plus a correction for the one positive class, so only [A, C] and [G, A]
+    arrays exist. The correction gathers the *logit* of each gt's class (one [G, A] gather of
+    contiguous rows of the transposed logits) and evaluates the two log terms on it: on XLA:CPU
+    this beats gathering precomputed [A, C] log tables, because XLA fuses the table computation
+    into the gather and recomputes it per gathered element with strided reads. Logs are clamped
+    at -100 like ``F.binary_cross_entropy``, and ``log(1 - p)`` is taken literally (not log1p) as
+    torch does, in float32.
     """
-    p = jnp.sqrt(jax.nn.sigmoid(cls_logits.astype(jnp.float32))
-                 * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None])
-    log_p = jnp.maximum(jnp.log(p), -100.0)
-    log_1mp = jnp.maximum(jnp.log(1.0 - p), -100.0)
-    neg_sum = -jnp.sum(log_1mp, axis=-1)                    # [A]: cost if every target were 0
-    log_p_y = jnp.take(log_p, gt_classes, axis=1).T         # [G, A]
-    log_1mp_y = jnp.take(log_1mp, gt_classes, axis=1).T     # [G, A]
-    return neg_sum[None, :] + log_1mp_y - log_p_y
+    x = cls_logits.astype(jnp.float32)
+    sig_obj = jax.nn.sigmoid(obj_logits.astype(jnp.float32))
+    p = jnp.sqrt(jax.nn.sigmoid(x) * sig_obj[:, None])                      # [A, C]
+    neg_sum = -jnp.sum(jnp.maximum(jnp.log(1.0 - p), -100.0), axis=-1)     # [A]: all targets 0
+    x_y = jnp.take(x.T, gt_classes, axis=0, mode="clip")                    # [G, A]
+    p_y = jnp.sqrt(jax.nn.sigmoid(x_y) * sig_obj[None, :])
+    return (neg_sum[None, :] + jnp.maximum(jnp.log(1.0 - p_y), -100.0)
+            - jnp.maximum(jnp.log(p_y), -100.0))
+
+
+def _total_order_key(x):
+    """float32 -> int32 key, monotone in the IEEE total order that ``lax.top_k`` sorts by
+    (-NaN < -inf < ... < -0 < +0 < ... < +inf < +NaN). The map is its own inverse."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _block_size(n: int, k: int) -> Optional[int]:
+    """Block length for ``top_k_last`` (None: plain ``lax.top_k`` is as good)."""
+    if k < 1 or n < 8 * k:
+        return None
+    ideal = max(2, round((n / k) ** 0.5))      # balances n / bs block maxima against k * bs
+    for bs in sorted(range(max(2, int(0.7 * ideal)), int(1.5 * ideal) + 1),
+                     key=lambda b: abs(b - ideal)):
+        if n % bs == 0:
+            return bs                          # a divisor: no padding copy
+    return ideal
+
+
+def top_k_last(x, k: int, block: Optional[int] = None):
+    """``lax.top_k(x, k)`` along the last axis, computed in two levels; identical results.
+
+    XLA:CPU's top-k costs several ns per element; a reduction about one. With contiguous blocks of
+    ``bs`` elements: block maxima (total order) -> ``lax.top_k`` of the ``n / bs`` maxima -> the
+    ``k`` best blocks, re-sorted by position -> ``lax.top_k`` of their ``k * bs`` elements. Every
+    element of the true top-k lies in one of the k best blocks when blocks are ranked by their best
+    element under (value descending, index ascending), which is what ``lax.top_k`` on the maxima
+    does for contiguous blocks (equal maxima -> the lower block holds the lower index). Keeping the
+    chosen blocks in position order preserves the lower-index-first tie order in the second level.
+
+    ``block``: block length; None picks one from the sizes (or falls back to ``lax.top_k`` for
+    short rows). Returns ``(values [..., k], indices [..., k] int32)``.
+    """
+    n = x.shape[-1]
+    k = int(k)
+    bs = _block_size(n, k) if block is None else int(block)
+    if bs is None or bs < 2 or -(-n // bs) < k:
+        return jax.lax.top_k(x, k)
+    lead = x.shape[:-1]
+    nb = -(-n // bs)
+    if nb * bs != n:   # padding ranks last (-NaN is the smallest value) and loses every tie
+        x = jnp.concatenate([x, jnp.full(lead + (nb * bs - n,), -jnp.nan, x.dtype)], axis=-1)
+    xb = x.reshape(lead + (nb, bs))
+    block_max = jax.lax.bitcast_convert_type(
+        _total_order_key(jnp.max(_total_order_key(xb), axis=-1)), x.dtype)   # [..., nb]
+    _, blocks = jax.lax.top_k(block_max, k)
+    blocks = jnp.sort(blocks, axis=-1)                                       # [..., k]
+    cand = jnp.take_along_axis(xb, blocks[..., None], axis=-2, mode="clip")  # [..., k, bs]
+    values, j = jax.lax.top_k(cand.reshape(lead + (k * bs,)), k)
+    idx = jnp.take_along_axis(blocks, j // bs, axis=-1, mode="clip") * bs + j % bs
+    return values, idx.astype(jnp.int32)
 
 
 def dynamic_k(iou_cand, gt_mask, *, topk_iou: int = 10, k_rounding: str = "floor"):
@@ -120,7 +204,7 @@ def dynamic_k(iou_cand, gt_mask, *, topk_iou: int = 10, k_rounding: str = "floor
     zeros, the same as the official ``min(10, n_candidates)``). Returns [G] int32.
     """
     k_top = min(int(topk_iou), iou_cand.shape[1])
-    top_ious, _ = jax.lax.top_k(iou_cand, k_top)  # descending, as torch.topk returns them
+    top_ious, _ = top_k_last(iou_cand, k_top)  # descending, as torch.topk returns them
     total = jnp.sum(top_ious, axis=1)
     if k_rounding == "floor":
         k = jnp.floor(total)
@@ -131,18 +215,57 @@ def dynamic_k(iou_cand, gt_mask, *, topk_iou: int = 10, k_rounding: str = "floor
     return jnp.where(gt_mask, jnp.maximum(k.astype(jnp.int32), 1), 0)
 
 
-def select_lowest_cost(cost, k, max_k: int):
-    """Per gt row, mark its ``k[g]`` lowest-cost anchors (``k <= max_k``); inf costs never count.
+def lowest_cost_picks(cost, k, max_k: int):
+    """Per gt row, its ``k[g]`` lowest-cost anchors (``k <= max_k``); inf costs never count.
 
-    cost [G, A] float32 (inf = forbidden), k [G] int32 -> matching [G, A] bool. Ties go to the
-    lower anchor index (``lax.top_k`` order).
+    cost [G, A] float32 (inf = forbidden), k [G] int32 -> ``(idx [G, K] int32, take [G, K] bool)``
+    with ``K = min(max_k, A)``: anchor ``idx[g, j]`` is picked by gt ``g`` iff ``take[g, j]``.
+    Ties go to the lower anchor index (``lax.top_k`` order).
     """
-    g, a = cost.shape
-    max_k = min(int(max_k), a)
-    neg_top, idx = jax.lax.top_k(-cost, max_k)                          # [G, K]
+    max_k = min(int(max_k), cost.shape[1])
+    neg_top, idx = top_k_last(-cost, max_k)                              # [G, K]
     take = (jnp.arange(max_k)[None, :] < k[:, None]) & jnp.isfinite(neg_top)
+    return idx, take
+
+
+def select_lowest_cost(cost, k, max_k: int):
+    """``lowest_cost_picks`` as a matching matrix [G, A] bool (for inspection; ``simota`` does
+    not build it)."""
+    g, a = cost.shape
+    idx, take = lowest_cost_picks(cost, k, max_k)
     rows = jnp.broadcast_to(jnp.arange(g)[:, None], idx.shape)
     return jnp.zeros((g, a), bool).at[rows, idx].max(take)
+
+
+def first_argmin(x, axis: int = 0):
+    """``jnp.argmin(x, axis)`` (first minimum; first NaN if any) without a variadic reduce."""
+    m = jnp.min(x, axis=axis, keepdims=True)
+    nan = jnp.isnan(x)
+    # XLA:CPU's min may drop NaNs (fast min/max), so the NaN case is explicit.
+    hit = jnp.where(jnp.any(nan, axis=axis, keepdims=True), nan, x == m)
+    n = x.shape[axis]
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, axis % x.ndim)
+    return jnp.min(jnp.where(hit, iota, n), axis=axis)
+
+
+def resolve_picks(idx, take, cost):
+    """One gt per anchor from the picks of ``lowest_cost_picks``: anchors picked by several gts go
+    to ``argmin_g cost[g, a]`` over all gts, as in the official code.
+
+    idx, take [G, K], cost [G, A] -> (fg_mask [A] bool, matched_gt [A] int32). The argmin is
+    taken only over the ``G * K`` picked columns (a [G, G * K] gather), not all A anchors.
+    """
+    g, a = cost.shape
+    flat = idx.reshape(-1)
+    where = jnp.where(take.reshape(-1), flat, a)          # index a = dropped
+    rows = jnp.broadcast_to(jnp.arange(g, dtype=jnp.int32)[:, None], idx.shape).reshape(-1)
+    count = jnp.zeros((a,), jnp.int32).at[where].add(1, mode="drop")
+    sole = jnp.zeros((a,), jnp.int32).at[where].max(rows, mode="drop")   # the only picker
+    best_of_pick = first_argmin(jnp.take(cost, flat, axis=1, mode="clip"), axis=0)   # [G * K]
+    best = jnp.zeros((a,), jnp.int32).at[where].max(best_of_pick, mode="drop")  # all equal
+    fg = count > 0
+    matched = jnp.where(count > 1, best, sole)
+    return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
 
 
 def resolve_conflicts(matching, cost):
@@ -151,8 +274,8 @@ def resolve_conflicts(matching, cost):
     matching [G, A] bool, cost [G, A] -> (fg_mask [A] bool, matched_gt [A] int32).
     """
     count = jnp.sum(matching, axis=0)
-    sole = jnp.argmax(matching, axis=0)
-    best = jnp.argmin(cost, axis=0)
+    sole = first_argmin(~matching, axis=0)
+    best = first_argmin(cost, axis=0)
     matched = jnp.where(count > 1, best, sole).astype(jnp.int32)
     fg = count > 0
     return fg, jnp.where(fg, matched, 0)
@@ -193,40 +316,40 @@ def simota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_cl
     num_classes = cls_logits.shape[-1]
     boxes, classes = sanitize_gts(sg(gt_boxes), sg(gt_classes), gt_mask, num_classes)
 
-    in_region, any_region = geometry(grid_xy, strides, boxes, candidate_rule=candidate_rule,
-                                     center_radius=center_radius)
-    in_region &= gt_mask[:, None]
-    any_region &= gt_mask[:, None]
+    region_m, any_m = geometry_margins(grid_xy, strides, boxes, candidate_rule=candidate_rule,
+                                       center_radius=center_radius)
+    valid = gt_mask[:, None]
     if soft_center_prior is None:
-        candidate = jnp.any(any_region, axis=0)                      # [A]
+        candidate = jnp.max(jnp.where(valid, any_m, -jnp.inf), axis=0) > 0.0     # [A]
         penalty = PENALTY_CENTER if candidate_rule == "center" else PENALTY_BOX_OR_CENTER
     else:
-        candidate = jnp.full(any_region.shape[1:], jnp.any(gt_mask))
+        candidate = jnp.full(any_m.shape[1:], jnp.any(gt_mask))
         penalty = float(soft_center_prior)
 
+    # Padded rows hold a safe box; their IoU/cost never escape the ``pair_ok`` / ``valid`` masks.
     iou = pairwise_iou_cxcywh(boxes, pred_boxes.astype(jnp.float32))   # [G, A]
-    iou = jnp.where(gt_mask[:, None], iou, 0.0)
-    pair_ok = gt_mask[:, None] & candidate[None, :]
+    pair_ok = valid & candidate[None, :]
     iou_cand = jnp.where(pair_ok, iou, 0.0)
 
     cost = (pairwise_cls_cost(cls_logits, obj_logits, classes)
             + iou_weight * -jnp.log(iou + 1e-8)
-            + penalty * (~in_region).astype(jnp.float32))
+            + jnp.where(region_m > 0.0, 0.0, jnp.float32(penalty)))
     cost = jnp.where(pair_ok, cost, jnp.inf)
 
     k = dynamic_k(iou_cand, gt_mask, topk_iou=topk_iou, k_rounding=k_rounding)
-    matching = select_lowest_cost(cost, k, topk_iou)
-    fg, matched = resolve_conflicts(matching, cost)
+    idx, take = lowest_cost_picks(cost, k, topk_iou)
+    fg, matched = resolve_picks(idx, take, cost)
 
-    matched_iou = jnp.where(fg, jnp.take_along_axis(iou, matched[None, :], axis=0)[0], 0.0)
-    matched_class = jnp.where(fg, classes[matched], 0)
+    matched_iou = jnp.where(
+        fg, jnp.take_along_axis(iou, matched[None, :], axis=0, mode="clip")[0], 0.0)
+    matched_class = jnp.where(fg, jnp.take(classes, matched, mode="clip"), 0)
     return Assignment(
         fg_mask=fg,
         matched_gt=matched,
         matched_iou=matched_iou,
         num_fg=jnp.sum(fg).astype(jnp.int32),
         matched_class=matched_class.astype(jnp.int32),
-        max_iou=jnp.max(iou, axis=0, initial=0.0),
+        max_iou=jnp.max(jnp.where(valid, iou, 0.0), axis=0, initial=0.0),
         dynamic_k=k,
         candidate_mask=candidate,
     )
