@@ -25,3 +25,15 @@ def tiny_ref():
 @pytest.fixture(scope="session")
 def simota_ref():
     return dict(np.load(DATA / "simota_cases.npz"))
+
+
+def pytest_configure(config):
+    # One persistent XLA cache for the session: tests that build the same program (the same small
+    # model's train step, say) compile it once, also across the subprocesses they start.
+    import tempfile
+
+    import jax
+
+    cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                                  os.path.join(tempfile.gettempdir(), "yolox_jax_test_xla_cache"))
+    jax.config.update("jax_compilation_cache_dir", cache)

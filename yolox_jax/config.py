@@ -114,6 +114,8 @@ class RunConfig:
     resume: bool = False
     # Stop after this many global steps (0 = run to max_epoch); for tests and smoke runs.
     max_steps: int = 0
+    # Append a CRC of every batch to batches.jsonl (to verify exact resume / data order).
+    log_batch_digests: bool = False
     # jax.distributed: "auto" initialises when the usual cluster env vars are present.
     distributed: str = "auto"
     coordinator_address: str = ""

@@ -28,7 +28,7 @@ WORKER = textwrap.dedent(r"""
     lr_fn = yolox_warm_cos_lr(0.01, 10, 10, warmup_epochs=0)
     tx = make_optimizer(lr_fn)
     step = bind_train_step(model=model, tx=tx, lr_fn=lr_fn)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 96, 3)), train=False)
+    variables = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 96, 3)), train=False))
     out = {}
     for n in (1, 4):
         mesh = make_mesh(jax.devices()[:n])
@@ -36,7 +36,7 @@ WORKER = textwrap.dedent(r"""
         fn = jit_train_step(step, mesh)
         sharded = shard_batch(batch, mesh)
         assert len(sharded["images"].sharding.device_set) == n
-        new_state, metrics = fn(state, sharded, None, True)
+        new_state, metrics = fn(state, sharded, None, np.bool_(True))
         out[n] = jax.device_get((new_state.params, new_state.batch_stats, metrics))
     p1, s1, m1 = out[1]
     p4, s4, m4 = out[4]

@@ -59,7 +59,8 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
       labels: [B, M, 5] rows (cls, cx, cy, w, h) in input pixels.
       label_mask: [B, M] bool, valid label rows (padding rows may hold anything).
       image_hw: static (H, W) of the network input.
-      use_l1: add the L1 loss on raw (tx, ty, tw, th) (official: last 15 epochs).
+      use_l1: add the L1 loss on raw (tx, ty, tw, th) (official: last 15 epochs); a Python bool
+        or a traced bool scalar (so one compiled step serves both training phases).
       obj_target: "binary" (official: 1 for fg, 0 else), "max_iou" (fg 1, negatives get their max
         IoU with any gt, the seed article's variant), or "iou" (fg get their matched IoU,
         negatives their max IoU). IoU targets carry no gradient.
@@ -117,7 +118,8 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
     cls_per_anchor = jnp.sum(bce_with_logits(cls_logits, cls_t), axis=-1)
     loss_cls = jnp.sum(jnp.where(fg, cls_per_anchor, 0.0)) / num_fg
 
-    if use_l1:
+    # use_l1 may be a traced bool (one compiled train step for both phases) or a Python bool.
+    if not (isinstance(use_l1, bool) and not use_l1):
         s = stride_arr[:, None]
         l1_t = jnp.concatenate([reg_target[..., :2] / s - grid_xy,
                                 jnp.log(reg_target[..., 2:4] / s + 1e-8)], axis=-1)
@@ -125,6 +127,7 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         l1_t = jax.lax.stop_gradient(jnp.where(fg[..., None], l1_t, 0.0))
         l1 = jnp.sum(jnp.abs(raw[..., :4] - l1_t), axis=-1)
         loss_l1 = jnp.sum(jnp.where(fg, l1, 0.0)) / num_fg
+        loss_l1 = jnp.where(jnp.asarray(use_l1), loss_l1, 0.0)
     else:
         loss_l1 = jnp.zeros((), jnp.float32)
 

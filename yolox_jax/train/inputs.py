@@ -13,7 +13,7 @@ def build_sources(d: DataConfig):
         train = data_lib.SyntheticShapes(d.synthetic_train_images, image_size=tuple(d.synthetic_image_size),
                                          seed=d.synthetic_seed)
         val = data_lib.SyntheticShapes(d.synthetic_val_images, image_size=tuple(d.synthetic_image_size),
-                                       seed=d.synthetic_seed + 1_000_003)
+                                       seed=d.synthetic_seed + 1_000_003) if d.synthetic_val_images else None
         return train, val
     if d.source == "coco":
         train = data_lib.CocoSource(d.train_ann, d.train_images)
@@ -41,17 +41,21 @@ def multiscale_choices(d: DataConfig) -> list[tuple[int, int]]:
     return [tuple(s) for s in data_lib.multiscale_sizes(tuple(d.input_size), d.multiscale_range)]
 
 
-def train_iterator(cfg, source, phase: str, local_batch: int):
-    """A checkpointable iterator over this process's shard; ``phase`` "aug" or "no_aug"."""
+def train_iterator(cfg, source, phase: str, local_batch: int, start_batch: int = 0):
+    """A checkpointable iterator over this process's shard; ``phase`` "aug" or "no_aug".
+
+    Both phases read the same shuffled stream (same seed); ``start_batch`` is where it starts, so
+    the no-aug phase continues the stream at the step where it begins.
+    """
     d = cfg.data
     aug = phase == "aug"
     loader = data_lib.train_loader(
         source, input_size=tuple(d.input_size), batch_size=local_batch,
-        seed=cfg.train.seed + (0 if aug else 1),
+        seed=cfg.train.seed,
         mosaic_prob=d.mosaic_prob if aug else 0.0, mixup_prob=d.mixup_prob,
         enable_mixup=d.enable_mixup and aug, degrees=d.degrees, translate=d.translate,
         mosaic_scale=tuple(d.mosaic_scale), mixup_scale=tuple(d.mixup_scale), shear=d.shear,
         flip_prob=d.flip_prob, hsv_prob=d.hsv_prob, max_labels=d.max_labels,
         num_workers=d.num_workers, shard_index=jax.process_index(),
         shard_count=jax.process_count())
-    return iter(loader)
+    return loader.iter_from(start_batch) if start_batch else iter(loader)

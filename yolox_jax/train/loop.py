@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def multiscale_size(cfg: config_lib.Config, step: int) -> tuple[int, int]:
 
 def initial_variables(cfg, model, mesh):
     h, w = cfg.data.input_size
-    rng = jax.random.PRNGKey(cfg.train.seed)
+    # rbg keys: XLA:CPU compiles the init of ~300 parameters 2x faster than with threefry.
+    rng = jax.random.key(cfg.train.seed, impl="rbg")
     init = jax.jit(lambda r: model.init(r, jnp.zeros((1, h, w, 3), jnp.float32), train=False),
                    out_shardings=replicated(mesh))
     variables = init(rng)
@@ -120,6 +122,14 @@ def _official_variables(path: Path, cfg):
     overrides = {k: getattr(cfg.model, k) for k in ("depth", "width", "act")
                  if getattr(cfg.model, k) is not None}
     return from_torch_state_dict(sd, cfg.model.name, int(sd[key].shape[0]), **overrides)
+
+
+def _log_digest(run_dir: Path, step: int, batch: dict):
+    crc = 0
+    for key in sorted(batch):
+        crc = zlib.crc32(np.ascontiguousarray(batch[key]).tobytes(), crc)
+    with open(run_dir / "batches.jsonl", "a") as f:
+        f.write(json.dumps({"step": step, "crc": crc}) + "\n")
 
 
 class MetricLog:
@@ -230,11 +240,13 @@ def train(cfg: config_lib.Config) -> dict:
             if phase_of(epoch) != phase:
                 phase = phase_of(epoch)
                 log.info("epoch %d: no-aug phase (mosaic/mixup off, L1 on)", epoch)
-                iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
+                iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step)
             host_batch = next(iterator)
+            if r.log_batch_digests and jax.process_index() == 0:
+                _log_digest(run_dir, step, host_batch)
             batch = shard_batch(host_batch, mesh)
             size = multiscale_size(cfg, step)
-            state, metrics = step_fn(state, batch, size, phase == "no_aug")
+            state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"))
             if pending is not None:
                 last = check(pending)
             pending = (step, metrics, host_batch)

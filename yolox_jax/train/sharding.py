@@ -87,13 +87,14 @@ def per_process_batch(global_batch: int, mesh: Mesh) -> int:
 def jit_train_step(step_fn, mesh: Mesh, state_sharding=None):
     """Jit ``step_fn(state, batch, size, use_l1)`` with explicit shardings and donated state.
 
-    ``size`` and ``use_l1`` are static: one compilation per multiscale size and phase.
+    ``size`` is static (one compilation per multiscale size); ``use_l1`` is a traced bool, so both
+    training phases share one compilation.
     """
     state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
     return jax.jit(
         step_fn,
-        in_shardings=(state_sharding, batch_sharded(mesh)),
+        in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),  # static size excluded
         out_shardings=(state_sharding, replicated(mesh)),
-        static_argnums=(2, 3),
+        static_argnums=(2,),
         donate_argnums=(0,),
     )

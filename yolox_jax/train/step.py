@@ -13,11 +13,6 @@ from yolox_jax.train.state import TrainState, ema_update
 from yolox_jax.train.schedule import ema_decay
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def train_step(state: TrainState, batch: dict, *, model, tx, lr_fn: Callable,
                size: tuple[int, int] | None = None, use_l1: bool = False,
                ema: bool = True, ema_decay_max: float = 0.9998, ema_ramp: float = 2000.0,
@@ -54,13 +49,17 @@ def train_step(state: TrainState, batch: dict, *, model, tx, lr_fn: Callable,
     else:
         new_ema_params, new_ema_stats = new_params, new_batch_stats
 
-    finite = jnp.isfinite(losses["total_loss"]) & _all_finite(grads)
+    # One scalar (the global norm) tells whether any gradient is non-finite; a per-leaf
+    # all(isfinite) feeding the select below makes XLA:CPU compile ~5x longer.
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(losses["total_loss"]) & jnp.isfinite(grad_norm)
     candidate = TrainState(step=new_step, params=new_params, batch_stats=new_batch_stats,
                            opt_state=new_opt_state, ema_params=new_ema_params,
                            ema_batch_stats=new_ema_stats)
     new_state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), candidate, state)
     metrics = {k: v.astype(jnp.float32) for k, v in losses.items()}
     metrics["lr"] = jnp.asarray(lr_fn(state.step), jnp.float32)
+    metrics["grad_norm"] = grad_norm
     metrics["nonfinite"] = jnp.logical_not(finite).astype(jnp.int32)
     return new_state, metrics
 
