@@ -15,9 +15,9 @@ def synthetic_config() -> Config:
     cfg.data.source = "synthetic"
     cfg.data.synthetic_train_images = 1024
     cfg.data.synthetic_val_images = 128
-    cfg.data.synthetic_image_size = (256, 256)
-    cfg.data.input_size = (256, 256)
-    cfg.data.test_size = (256, 256)
+    cfg.data.synthetic_image_size = (160, 160)
+    cfg.data.input_size = (160, 160)
+    cfg.data.test_size = (160, 160)
     cfg.data.batch_size = 16
     cfg.data.num_workers = 0
     cfg.data.max_labels = 32
@@ -25,13 +25,13 @@ def synthetic_config() -> Config:
     cfg.data.enable_mixup = False
     cfg.data.mosaic_scale = (0.5, 1.5)
     cfg.data.multiscale_range = 0
-    cfg.train.max_epoch = 12
+    cfg.train.max_epoch = 10
     cfg.train.warmup_epochs = 1
     cfg.train.no_aug_epochs = 2
     # A small batch on CPU: a higher per-image lr than the official 0.01/64 converges in minutes.
     cfg.train.basic_lr_per_img = 0.04 / 64
     cfg.train.ema_ramp = 200.0
-    cfg.eval.interval = 4
+    cfg.eval.interval = 5
     cfg.eval.batch_size = 32
     cfg.run.output_dir = "outputs"
     cfg.run.experiment = "synthetic"
