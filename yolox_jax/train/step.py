@@ -13,6 +13,10 @@ from yolox_jax.train.state import TrainState, ema_update
 from yolox_jax.train.schedule import ema_decay
 
 
+# optax >= 0.2.6 has optax.tree.norm (global_norm is deprecated there).
+_global_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
+
+
 def train_step(state: TrainState, batch: dict, *, model, tx, lr_fn: Callable,
                size: tuple[int, int] | None = None, use_l1: bool = False,
                ema: bool = True, ema_decay_max: float = 0.9998, ema_ramp: float = 2000.0,
@@ -51,7 +55,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, lr_fn: Callable,
 
     # One scalar (the global norm) tells whether any gradient is non-finite; a per-leaf
     # all(isfinite) feeding the select below makes XLA:CPU compile ~5x longer.
-    grad_norm = optax.global_norm(grads)
+    grad_norm = _global_norm(grads)
     finite = jnp.isfinite(losses["total_loss"]) & jnp.isfinite(grad_norm)
     candidate = TrainState(step=new_step, params=new_params, batch_stats=new_batch_stats,
                            opt_state=new_opt_state, ema_params=new_ema_params,
