@@ -1,4 +1,4 @@
-"""Input-pipeline throughput: ``python scripts/benchmark.py data [--workers 1 2 4] [--write docs/bench_data.md]``.
+"""Input-pipeline throughput: ``python scripts/benchmark.py data [--workers 1 2 4] [--write /tmp/bench_data.md]``.
 
 Builds a COCO-format folder of synthetic 480x640 JPEGs (so JPEG decode is part of the cost, as
 with real COCO), then measures images/s of
@@ -72,15 +72,16 @@ def main(argv=None) -> int:
         ips = _measure(train_loader(source, num_workers=w, **common), args.warmup, args.batches)
         rows.append((f"train Mosaic+MixUp {size[0]}x{size[1]}", w, ips))
         print(f"| {rows[-1][0]} | {w} | {ips:.1f} |", flush=True)
-    w0 = args.workers[0]
-    ips = _measure(train_loader(source, num_workers=w0, mosaic_prob=0.0, enable_mixup=False, **common),
-                   args.warmup, args.batches)
-    rows.append((f"train no-aug (letterbox+HSV+flip) {size[0]}x{size[1]}", w0, ips))
-    print(f"| {rows[-1][0]} | {w0} | {ips:.1f} |", flush=True)
-    ips = _measure(eval_loader(source, input_size=size, batch_size=args.batch_size, num_workers=w0),
-                   args.warmup, min(args.batches, args.num_images // args.batch_size - args.warmup))
-    rows.append((f"eval letterbox {size[0]}x{size[1]}", w0, ips))
-    print(f"| {rows[-1][0]} | {w0} | {ips:.1f} |", flush=True)
+    for w in args.workers:
+        ips = _measure(train_loader(source, num_workers=w, mosaic_prob=0.0, enable_mixup=False, **common),
+                       args.warmup, args.batches)
+        rows.append((f"train no-aug (letterbox+HSV+flip) {size[0]}x{size[1]}", w, ips))
+        print(f"| {rows[-1][0]} | {w} | {ips:.1f} |", flush=True)
+    for w in args.workers:
+        ips = _measure(eval_loader(source, input_size=size, batch_size=args.batch_size, num_workers=w),
+                       args.warmup, min(args.batches, args.num_images // args.batch_size - args.warmup))
+        rows.append((f"eval letterbox {size[0]}x{size[1]}", w, ips))
+        print(f"| {rows[-1][0]} | {w} | {ips:.1f} |", flush=True)
 
     header = [
         "## Data pipeline throughput",
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         f"{args.batches} timed batches after {args.warmup} warm-up batches.  ",
         f"Load average (1 min) at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} CPUs (a busy machine makes these figures a lower bound).  ",
-        "Rerun: `python scripts/benchmark.py data --workers 1 2 4 --write docs/bench_data.md`",
+        "Rerun: `python scripts/benchmark.py data --workers 1 2 4 --write /tmp/bench_data.md`",
         "",
         "Workers are grain processes (`train_loader(num_workers=...)`), each computing whole batches; "
         "`train Mosaic+MixUp` = official default augmentation (mosaic_prob 1, mixup_prob 1, "

@@ -13,7 +13,7 @@ The data-dependent steps of the official implementation map to fixed-shape equiv
   lower anchor index (``lax.top_k`` order), a deterministic version of what torch does;
 * conflict resolution -> ``argmin`` of the cost over all (valid) gts, as in the official code.
 
-Performance (XLA:CPU; see docs/bench_assign.md): every materialised ``[G, A]`` array costs a
+Performance (XLA:CPU; see docs/benchmarks.md): every materialised ``[G, A]`` array costs a
 full pass plus fresh pages, so the code keeps their number low and avoids the slow primitives:
 
 * ``lax.top_k`` over 8400 anchors is replaced by an exact two-level top-k (``top_k_last``): the

@@ -217,7 +217,7 @@ def train(cfg: config_lib.Config) -> dict:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=end_step, initial=start_step, disable=jax.process_index() != 0,
-               dynamic_ncols=True, desc="train")
+               dynamic_ncols=True, desc="train", mininterval=1.0)
     last, pending, evaluation = {}, None, {}
     t_images, t_start = 0, time.perf_counter()
 
