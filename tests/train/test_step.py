@@ -1,0 +1,45 @@
+"""The train step: multiscale resize on device, and the multiscale size schedule."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolox_jax import build_model
+from yolox_jax.config import Config, apply_overrides
+from yolox_jax.data import resize_batch
+from yolox_jax.train.loop import multiscale_size
+from yolox_jax.train.schedule import yolox_warm_cos_lr
+from yolox_jax.train.state import create_train_state, make_optimizer
+from yolox_jax.train.step import train_step
+
+
+def test_step_with_size_equals_step_on_resized_batch():
+    model = build_model("yolox-tiny", num_classes=2, width=0.125)
+    rng = np.random.default_rng(0)
+    batch = {"images": rng.integers(0, 255, (2, 64, 96, 3)).astype(np.uint8),
+             "labels": np.array([[[0, 40, 30, 30, 20], [1, 70, 40, 20, 30]]] * 2, np.float32),
+             "label_mask": np.ones((2, 2), bool)}
+    lr_fn = yolox_warm_cos_lr(0.01, 10, 10, warmup_epochs=0)
+    tx = make_optimizer(lr_fn)
+    variables = jax.device_get(model.init(jax.random.key(0, impl="rbg"), jnp.zeros((1, 64, 96, 3))))
+    step = jax.jit(lambda s, b, size: train_step(s, b, model=model, tx=tx, lr_fn=lr_fn, size=size),
+                   static_argnums=2)
+    _, m_resized_in_step = step(create_train_state(variables, tx), batch, (96, 128))
+    images, labels = resize_batch(jnp.asarray(batch["images"]), jnp.asarray(batch["labels"]), (96, 128))
+    _, m_pre = step(create_train_state(variables, tx),
+                    {"images": images, "labels": labels, "label_mask": batch["label_mask"]}, None)
+    for k in ("total_loss", "iou_loss", "conf_loss", "cls_loss", "num_fg"):
+        np.testing.assert_allclose(m_resized_in_step[k], m_pre[k], rtol=1e-5, err_msg=k)
+    assert float(m_pre["num_fg"]) > 0
+
+
+def test_multiscale_schedule_is_deterministic_and_official():
+    cfg = apply_overrides(Config(), ["data.input_size=(640,640)", "data.multiscale_range=5"])
+    sizes = [multiscale_size(cfg, t) for t in range(200)]
+    assert sizes[:9] == [(640, 640)] * 9  # the first draw happens at step 9 ((t + 1) % 10 == 0)
+    assert all(sizes[t] == sizes[t + 1] for t in range(9, 199) if (t + 2) % 10)  # constant per block
+    assert {s[0] for s in sizes} <= {32 * k for k in range(15, 26)} and len(set(sizes)) > 3
+    assert sizes == [multiscale_size(cfg, t) for t in range(200)]  # a resumed run draws the same
+    nano = apply_overrides(Config(), ["data.input_size=(416,416)", "data.random_size=(10,20)"])
+    assert {multiscale_size(nano, t)[0] for t in range(2000)} == {32 * k for k in range(10, 21)}
+    off = apply_overrides(Config(), ["data.multiscale_range=0"])
+    assert {multiscale_size(off, t) for t in range(100)} == {(640, 640)}
