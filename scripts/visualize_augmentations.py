@@ -16,26 +16,13 @@ import cv2
 import numpy as np
 
 from yolox_jax.data import CocoSource, SyntheticShapes, train_dataset
-
-_PALETTE = [(255, 255, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 128, 0), (0, 255, 0),
-            (255, 80, 80), (80, 160, 255)]
-
+from yolox_jax.eval.draw import draw_boxes
 
 def draw(image: np.ndarray, labels: np.ndarray, mask: np.ndarray, names) -> np.ndarray:
     """image [H, W, 3] RGB, labels [M, 5] (cls, cx, cy, w, h), mask [M] -> annotated copy (RGB)."""
-    img = np.ascontiguousarray(image.copy())
-    for cls, cx, cy, w, h in labels[mask]:
-        c = int(cls)
-        colour = _PALETTE[c % len(_PALETTE)]
-        p1 = (int(round(cx - w / 2)), int(round(cy - h / 2)))
-        p2 = (int(round(cx + w / 2)), int(round(cy + h / 2)))
-        cv2.rectangle(img, p1, p2, (0, 0, 0), 3)
-        cv2.rectangle(img, p1, p2, colour, 1)
-        name = names[c] if c < len(names) else str(c)
-        org = (p1[0] + 2, max(p1[1] - 3, 10))
-        cv2.putText(img, name, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(img, name, org, cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
-    return img
+    rows = labels[mask]
+    boxes = np.concatenate([rows[:, 1:3] - rows[:, 3:5] / 2, rows[:, 1:3] + rows[:, 3:5] / 2], axis=1)
+    return draw_boxes(image, boxes, rows[:, 0].astype(int), None, names)
 
 
 def main(argv=None) -> int:
