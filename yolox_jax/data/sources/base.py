@@ -73,6 +73,22 @@ class SourceStats:
         return dict(self.counts)
 
 
+class TrackedSource:
+    """What the file-backed sources share: ``class_names`` and a ``stats_tracker`` (SourceStats)."""
+
+    class_names: list
+    stats_tracker: SourceStats
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of cleaned-up input (keys in ``DESCRIPTIONS``), this process."""
+        return self.stats_tracker.as_dict()
+
+
 def blank_image(hw) -> np.ndarray:
     """uint8 [h, w, 3] filled with the pad value: the stand-in for an unreadable image."""
     h, w = int(hw[0]), int(hw[1])

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from yolox_jax.data.sources.base import (
+    TrackedSource,
     SourceStats,
     blank_image,
     load_file_record,
@@ -60,7 +61,7 @@ def _clean_box(bbox, width: float, height: float):
     return (x1, y1, x2, y2), clipped
 
 
-class CocoSource:
+class CocoSource(TrackedSource):
     """Random-access COCO-format source.
 
     Args:
@@ -180,14 +181,6 @@ class CocoSource:
         return {"boxes_xyxy": self._boxes[index], "classes": self._classes[index],
                 "image_id": self.image_ids[index], "orig_hw": tuple(int(v) for v in self.orig_hw[index])}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        """Counters of cleaned-up input (keys in ``sources.base.DESCRIPTIONS``), this process."""
-        return self.stats_tracker.as_dict()
 
     def ground_truth(self) -> dict[str, Any]:
         """The annotation file as COCOeval should see it: the *original* annotations, crowd regions

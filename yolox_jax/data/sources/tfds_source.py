@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from yolox_jax.data.sources.base import SourceStats, make_record
+from yolox_jax.data.sources.base import TrackedSource, SourceStats, make_record
 
 # Official COCO category ids of the 80 classes, in class-index order.
 COCO_CATEGORY_IDS = (
@@ -27,7 +27,7 @@ COCO_CATEGORY_IDS = (
 )
 
 
-class TfdsSource:
+class TfdsSource(TrackedSource):
     """Random-access adapter from a tfds data source to our record layout.
 
     Args:
@@ -70,13 +70,6 @@ class TfdsSource:
     def __len__(self) -> int:
         return len(self._ds)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.stats_tracker.as_dict()
 
     def _convert(self, index: int, ex: dict[str, Any]) -> dict[str, Any]:
         report = self.stats_tracker.report

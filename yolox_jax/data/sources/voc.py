@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from yolox_jax.data.sources.base import SourceStats, load_file_record
+from yolox_jax.data.sources.base import TrackedSource, SourceStats, load_file_record
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -30,7 +30,7 @@ VOC_CLASSES = (
 )
 
 
-class VocSource:
+class VocSource(TrackedSource):
     """Random-access Pascal VOC source.
 
     Args:
@@ -127,10 +127,3 @@ class VocSource:
     def get_annotation(self, index: int) -> dict[str, Any]:
         return dict(self._anns[int(index)])
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self.stats_tracker.as_dict()
