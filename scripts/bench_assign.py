@@ -1,8 +1,11 @@
 """Benchmark label assignment: ``python scripts/benchmark.py assign [options]``.
 
-Times the batched, jitted ``jax.jit(jax.vmap(simota))`` (gts padded to a fixed count) against
-(a) the same function run eagerly under ``jax.disable_jit()`` and (b) an official-style PyTorch
-loop over images, and reports the compiled program's temporary memory and the process peak RSS.
+Times the batched, jitted assignment two ways: ``jax.jit(simota_batch)`` (what the loss uses: gt
+buckets and anchor compaction, decided on device) and the plain ``jax.jit(jax.vmap(simota))``
+(dense ``[G, A]`` per image); both get gts padded to a fixed count. They are compared with
+(a) ``simota_batch`` run eagerly under ``jax.disable_jit()`` and (b) an official-style PyTorch
+loop over images, and the compiled programs' temporary memory and the process peak RSS are
+reported.
 
 The PyTorch baseline is NOT the official YOLOX package (it is not installable here: its build
 needs torch and pinned onnx versions). It is this project's per-image re-implementation of the
@@ -197,34 +200,42 @@ def main(argv=None):
 
     import jax
 
-    from yolox_jax.assign import ota, simota
+    from yolox_jax.assign import ota, simota, simota_batch
 
     hw = tuple(args.hw)
     in_axes = (0, 0, 0, None, None, 0, 0, 0)
     keys = ("pred", "cls", "obj", "grid_xy", "strides", "gt_boxes", "gt_classes", "gt_mask")
     torch_python = find_torch_python(args.torch_python)
     rows, notes = [], []
+
+    def compile_and_time(fn, xs):
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(*xs).compile()
+        compile_s = time.perf_counter() - t0
+        mem = compiled.memory_analysis()
+        temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
+        seconds = time_fn(lambda: jax.block_until_ready(compiled(*xs)), warmup=1,
+                          repeat=args.repeat)
+        return compiled(*xs), seconds, compile_s, temp_mb
+
     for b in args.batches:
         inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
         xs = [jax.device_put(inputs[k]) for k in keys]
         a = inputs["pred"].shape[1]
-        fn = jax.jit(jax.vmap(simota, in_axes=in_axes))
-        t0 = time.perf_counter()
-        compiled = fn.lower(*xs).compile()
-        compile_s = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
-        arg_mb = getattr(mem, "argument_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
-        jit_s = time_fn(lambda: jax.block_until_ready(compiled(*xs)), warmup=1, repeat=args.repeat)
-        out = compiled(*xs)
-        row = {"batch": b, "anchors": a, "jit_s": jit_s, "compile_s": compile_s, "temp_mb": temp_mb,
-               "arg_mb": arg_mb, "num_fg": int(np.asarray(out.num_fg).sum()),
+        out, batch_s, compile_s, temp_mb = compile_and_time(simota_batch, xs)
+        dense, dense_s, dense_compile_s, dense_temp_mb = compile_and_time(
+            jax.vmap(simota, in_axes=in_axes), xs)
+        row = {"batch": b, "anchors": a, "jit_s": batch_s, "compile_s": compile_s,
+               "temp_mb": temp_mb, "dense_s": dense_s, "dense_compile_s": dense_compile_s,
+               "dense_temp_mb": dense_temp_mb, "num_fg": int(np.asarray(out.num_fg).sum()),
+               "same_as_dense": bool((np.asarray(out.fg_mask) == np.asarray(dense.fg_mask)).all()
+                                     and (np.asarray(out.matched_gt)
+                                          == np.asarray(dense.matched_gt)).all()),
                "rss_mb": peak_rss_mb()}
         if b <= args.eager_max_batch:
             with jax.disable_jit():
-                eager = jax.vmap(simota, in_axes=in_axes)
-                row["eager_s"] = time_fn(lambda: jax.block_until_ready(eager(*xs)), warmup=1,
-                                         repeat=1)
+                row["eager_s"] = time_fn(lambda: jax.block_until_ready(simota_batch(*xs)),
+                                         warmup=1, repeat=1)
         if args.ota and b <= args.eager_max_batch:
             ofn = jax.jit(jax.vmap(ota, in_axes=in_axes))
             row["ota_s"] = time_fn(lambda: jax.block_until_ready(ofn(*xs)), warmup=1, repeat=1)
@@ -243,16 +254,19 @@ def main(argv=None):
         f"SimOTA, {hw[0]}x{hw[1]} input ({rows[0]['anchors']} anchors), {args.classes} classes, "
         f"{args.gts} gts per image padded to {args.pad}; median of {args.repeat} runs after warm-up.",
         "",
-        "| batch | jit(vmap(simota)) | compile | eager (disable_jit) | PyTorch per-image loop† | "
-        "speed-up vs loop | XLA temp | peak RSS so far (JAX / torch process) | same fg as loop |"
+        "| batch | jit(simota_batch) | compile | jit(vmap(simota)) dense | eager simota_batch "
+        "(disable_jit) | PyTorch per-image loop† | speed-up vs loop (batch / dense) | XLA temp "
+        "(batch / dense) | peak RSS so far (JAX / torch process) | same fg as loop |"
         + (" jit(vmap(ota)) |" if args.ota else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if args.ota else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.ota else ""),
     ]
     for r in rows:
-        speed = f"{r['torch_s'] / r['jit_s']:.1f}x" if "torch_s" in r else "-"
+        speed = (f"{r['torch_s'] / r['jit_s']:.1f}x / {r['torch_s'] / r['dense_s']:.1f}x"
+                 if "torch_s" in r else "-")
         lines.append(
-            f"| {r['batch']} | {fmt(r['jit_s'])} | {r['compile_s']:.1f} s | {fmt(r.get('eager_s'))} | "
-            f"{fmt(r.get('torch_s'))} | {speed} | {r['temp_mb']:.0f} MiB | "
+            f"| {r['batch']} | {fmt(r['jit_s'])} | {r['compile_s']:.1f} s | {fmt(r['dense_s'])} | "
+            f"{fmt(r.get('eager_s'))} | {fmt(r.get('torch_s'))} | {speed} | "
+            f"{r['temp_mb']:.0f} / {r['dense_temp_mb']:.0f} MiB | "
             f"{r['rss_mb']:.0f} / {r.get('torch_rss_mb', float('nan')):.0f} MiB | "
             f"{r.get('torch_agree', '-')} |" + (f" {fmt(r.get('ota_s'))} |" if args.ota else ""))
     lines += ["", "† Not the official package (not installable here): this project's per-image "

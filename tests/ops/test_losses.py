@@ -116,6 +116,19 @@ def test_assign_kwargs_and_ota_pass_through():
     assert np.isfinite(float(out_ota["total_loss"]))
 
 
+def test_default_batched_assignment_equals_vmapped_simota_loss():
+    """The loss's default (``simota_batch``: gt buckets, anchor compaction) changes no value."""
+    from yolox_jax.assign import simota
+    raw, labels, mask = _batch(seed=3)
+    base = _jloss(HW)(raw, labels, mask)
+    opts = {"candidates_per_gt": 2, "gt_buckets": (1, 2)}     # force compaction and its fallback
+    small = jax.jit(lambda r: yolox_loss(r, labels, mask, HW, assign_kwargs=opts))(raw)
+    ref = jax.jit(lambda r: yolox_loss(r, labels, mask, HW, assign_fn=simota))(raw)
+    for k in KEYS:
+        np.testing.assert_allclose(float(base[k]), float(ref[k]), rtol=1e-6, err_msg=k)
+        np.testing.assert_allclose(float(small[k]), float(ref[k]), rtol=1e-6, err_msg=k)
+
+
 def test_iou_loss_official_arithmetic():
     pred = jnp.array([[10.0, 10.0, 4.0, 4.0], [10.0, 10.0, 4.0, 4.0], [0.0, 0.0, 2.0, 2.0]])
     tgt = jnp.array([[10.0, 10.0, 4.0, 4.0], [12.0, 10.0, 4.0, 4.0], [5.0, 5.0, 2.0, 2.0]])

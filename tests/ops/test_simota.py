@@ -298,3 +298,107 @@ def test_first_argmin_and_pick_resolution_equal_dense_versions():
     fg2, matched2 = resolve_conflicts(matching, jnp.asarray(cost))
     np.testing.assert_array_equal(np.asarray(fg2), fg_ref)
     np.testing.assert_array_equal(np.asarray(matched2), np.asarray(matched))
+
+
+# --------------------------------------------------------------------------------------------
+# simota_batch: gt buckets + anchor compaction must give exactly jax.vmap(simota).
+
+def _batch_problems(rng, counts, pad, hw=HW, interleave=True):
+    """Stack problems with ``counts`` valid gts each; valid rows scattered among junk rows."""
+    problems = [_random_problem(rng, n, hw=hw) for n in counts]
+    cols = {k: [] for k in ("pred", "cls", "obj", "gtb", "gtc", "gtm")}
+    for pred, cls, obj, _, _, gts, gcls in problems:
+        gtb, gtc, gtm = _junk_padded(gts, gcls, pad, rng)
+        if interleave:
+            order = rng.permutation(pad)
+            gtb, gtc, gtm = gtb[order], gtc[order], gtm[order]
+        for k, v in zip(cols, (pred, cls, obj, gtb, gtc, gtm)):
+            cols[k].append(v)
+    grid_xy, strides = problems[0][3], problems[0][4]
+    s = {k: np.stack(v) for k, v in cols.items()}
+    return (s["pred"], s["cls"], s["obj"], grid_xy, strides, s["gtb"], s["gtc"], s["gtm"])
+
+
+def _assert_same_assignment(a, b):
+    """Decisions (masks, indices, counts, k) identical; IoUs to float rounding (different fusion)."""
+    for name in Assignment._fields:
+        x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7, err_msg=name)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
+@pytest.mark.parametrize("counts,pad,batch_options", [
+    ((0, 2, 5, 3), 12, {}),                                   # bucket 8 of (8, 12)
+    ((0, 11, 5, 12), 12, {}),                                 # bucket 12 (= pad)
+    ((1, 3, 2, 6), 12, {"candidates_per_gt": 9}),             # compacted to 72 of 126 anchors
+    ((4, 7, 8, 2), 12, {"candidates_per_gt": 3}),             # candidates overflow -> dense path
+    ((0, 0, 0, 0), 12, {}),                                   # no gt at all
+    ((2, 9, 30, 17), 40, {"gt_buckets": (4, 8, 16, 32), "candidates_per_gt": 4}),
+])
+def test_simota_batch_equals_vmapped_simota(counts, pad, batch_options):
+    from yolox_jax.assign import simota_batch
+
+    rng = np.random.default_rng(sum(counts) + pad)
+    args = _batch_problems(rng, counts, pad)
+    ref = jax.jit(jax.vmap(simota, in_axes=IN_AXES))(*args)
+    out = jax.jit(partial(simota_batch, **batch_options))(*args)
+    _assert_same_assignment(out, ref)
+    if any(counts):
+        assert int(np.asarray(out.num_fg).sum()) > 0
+
+
+@pytest.mark.parametrize("options", [
+    {"candidate_rule": "box_or_center"},
+    {"soft_center_prior": 5.0},
+    {"topk_iou": 20, "k_rounding": "round", "iou_weight": 2.0},
+    {"center_radius": 2.5},
+])
+def test_simota_batch_options_equal_vmapped_simota(options):
+    from yolox_jax.assign import simota_batch
+
+    rng = np.random.default_rng(11)
+    args = _batch_problems(rng, (3, 7, 1, 12), 12)
+    ref = jax.jit(jax.vmap(partial(simota, **options), in_axes=IN_AXES))(*args)
+    out = jax.jit(partial(simota_batch, candidates_per_gt=9, **options))(*args)
+    _assert_same_assignment(out, ref)
+
+
+def test_simota_batch_matches_numpy_oracle_at_640():
+    """Full-size anchors (8400) where the default compaction really applies (U = 48 * g)."""
+    from yolox_jax.assign import simota_batch
+
+    rng = np.random.default_rng(12)
+    hw = (640, 640)
+    args = _batch_problems(rng, (25, 3), 40, hw=hw)
+    out = jax.jit(simota_batch)(*args)
+    pred, cls, obj, grid_xy, strides, gtb, gtc, gtm = args
+    for i in range(2):
+        fg_ref, gt_ref, iou_ref = simota_numpy(pred[i], cls[i], obj[i], grid_xy, strides,
+                                               gtb[i][gtm[i]], gtc[i][gtm[i]])
+        fg = np.asarray(out.fg_mask[i])
+        np.testing.assert_array_equal(fg, fg_ref)
+        # matched_gt indexes the caller's (interleaved) rows.
+        rows = np.flatnonzero(gtm[i])
+        np.testing.assert_array_equal(np.asarray(out.matched_gt[i])[fg], rows[gt_ref[fg_ref]])
+        np.testing.assert_allclose(np.asarray(out.matched_iou[i]), iou_ref, atol=1e-5, rtol=0)
+        assert fg.sum() > 0
+
+
+@pytest.mark.parametrize("case", [0, 5])
+def test_simota_batch_on_official_cases(simota_ref, case):
+    from yolox_jax.assign import simota_batch
+
+    r = {k.split("/", 1)[1]: v for k, v in simota_ref.items() if k.startswith(f"case{case}/")}
+    rng = np.random.default_rng(case)
+    gt_boxes, gt_classes, gt_mask = _junk_padded(r["gt_boxes_cxcywh"], r["gt_classes"], PAD_G, rng)
+    grid_xy = np.stack([r["x_shifts"], r["y_shifts"]], -1)
+    out = jax.jit(simota_batch)(r["pred_boxes_cxcywh"][None], r["cls_logits"][None],
+                                r["obj_logits"][None], grid_xy, r["strides"], gt_boxes[None],
+                                gt_classes[None], gt_mask[None])
+    fg = np.asarray(out.fg_mask[0])
+    np.testing.assert_array_equal(fg, r["fg_mask"])
+    np.testing.assert_array_equal(np.asarray(out.matched_gt[0])[fg], r["matched_gt_inds"])
+    np.testing.assert_allclose(np.asarray(out.matched_iou[0])[fg], r["pred_ious_this_matching"],
+                               atol=1e-5, rtol=0)

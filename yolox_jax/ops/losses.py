@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from yolox_jax.ops.anchors import DEFAULT_STRIDES, anchor_grid, decode_boxes
-from yolox_jax.ops.simota import sanitize_gts, simota
+from yolox_jax.ops.simota import sanitize_gts, simota_batch
 
 REG_WEIGHT = 5.0
 
@@ -65,16 +65,17 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         IoU with any gt, the seed article's variant), or "iou" (fg get their matched IoU,
         negatives their max IoU). IoU targets carry no gradient.
       iou_loss_type: "iou" (official, 1 - iou^2) or "giou".
-      assign_fn: per-image assignment with the ``simota`` signature returning an ``Assignment``
-        (default ``simota``); it is vmapped over the batch.
-      assign_kwargs: keyword options passed to ``assign_fn`` (e.g. ``{"topk_iou": 20}``).
+      assign_fn: per-image assignment with the ``simota`` signature returning an ``Assignment``;
+        it is vmapped over the batch. Default None: ``simota_batch`` (SimOTA, equal to
+        ``jax.vmap(simota)``, with gt buckets and anchor compaction).
+      assign_kwargs: keyword options passed to ``assign_fn`` / ``simota_batch`` (e.g.
+        ``{"topk_iou": 20}`` or ``{"gt_buckets": (8, 32, 64)}``).
       strides: anchor strides.
 
     Returns:
       dict of scalars: total_loss, iou_loss (already x5), l1_loss, conf_loss, cls_loss, num_fg
       (= max(total fg, 1) / max(total gts, 1), as the official code logs it).
     """
-    assign_fn = simota if assign_fn is None else assign_fn
     assign_kwargs = dict(assign_kwargs or {})
     raw = raw.astype(jnp.float32)
     num_classes = raw.shape[-1] - 5
@@ -93,8 +94,13 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         out = assign_fn(boxes, cls, obj, grid_xy, stride_arr, gtb, gtc, gtm, **assign_kwargs)
         return out[0] if isinstance(out, tuple) and not hasattr(out, "fg_mask") else out
 
-    asg = jax.vmap(assign_one)(jax.lax.stop_gradient(pred_boxes), jax.lax.stop_gradient(cls_logits),
-                               jax.lax.stop_gradient(obj_logits), gt_boxes, gt_classes, label_mask)
+    sg = jax.lax.stop_gradient
+    if assign_fn is None:   # batched SimOTA: gt buckets + anchor compaction, same result as vmap
+        asg = simota_batch(sg(pred_boxes), sg(cls_logits), sg(obj_logits), grid_xy, stride_arr,
+                           gt_boxes, gt_classes, label_mask, **assign_kwargs)
+    else:
+        asg = jax.vmap(assign_one)(sg(pred_boxes), sg(cls_logits), sg(obj_logits), gt_boxes,
+                                   gt_classes, label_mask)
     asg = jax.tree_util.tree_map(jax.lax.stop_gradient, asg)
     fg = asg.fg_mask                                                            # [B, A]
     fg_f = fg.astype(jnp.float32)
