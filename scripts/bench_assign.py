@@ -7,10 +7,12 @@ buckets and anchor compaction, decided on device) and the plain ``jax.jit(jax.vm
 loop over images, and the compiled programs' temporary memory and the process peak RSS are
 reported.
 
-The PyTorch baseline is NOT the official YOLOX package (it is not installable here: its build
-needs torch and pinned onnx versions). It is this project's per-image re-implementation of the
-official ``get_assignments`` / ``simota_matching`` control flow, written from
-YOLOX_REFERENCE.md §3.1-3.3: boolean indexing to the candidate anchors, a [G, N, C] repeated
+Two PyTorch baselines. (1) The official code itself when an unpacked yolox source tree is given
+(``--yolox-src``, default /tmp/yolox_src/yolox-0.3.0; the package cannot be pip-installed here,
+its build pins onnx): its ``YOLOXHead.get_assignments`` per image. Release 0.3.0 still has the
+legacy in-box-or-centre rule, so it is compared with ``candidate_rule="box_or_center"``.
+(2) For the current centre rule, this project's per-image re-implementation of the official
+``get_assignments`` / ``simota_matching`` control flow, written from YOLOX_REFERENCE.md §3.1-3.3: boolean indexing to the candidate anchors, a [G, N, C] repeated
 ``F.binary_cross_entropy`` class cost, a Python loop of ``torch.topk`` per gt and the conflict
 fix-up, one image at a time with only that image's valid gts (no padding). It runs in a
 subprocess with ``--torch-python`` (default: this interpreter if it can import torch, else
@@ -155,6 +157,49 @@ def make_inputs(batch, hw, num_classes, num_gts, pad, seed=0):
                 gt_boxes=gt_boxes, gt_classes=gt_classes, gt_mask=gt_mask)
 
 
+# The official code itself: YOLOXHead.get_assignments of an unpacked yolox source tree, called per
+# image the way YOLOXHead.get_losses calls it (valid gts only). The pip release 0.3.0 still has
+# the legacy "in box or in centre" rule (r = 2.5, penalty 1e5): compare with that option.
+TORCH_OFFICIAL = r'''
+import json, sys, time
+import numpy as np
+import torch
+sys.path.insert(0, sys.argv[5])
+from bench_train import _import_official
+
+def main(path, repeat, threads, src):
+    if threads:
+        torch.set_num_threads(threads)
+    models = _import_official(src)
+    d = np.load(path)
+    t = {k: torch.from_numpy(d[k]) for k in d.files}
+    b, a, c = t["cls"].shape
+    head = models.YOLOXHead(c)
+    strides, xs, ys = t["strides"][None], t["grid_xy"][None, :, 0], t["grid_xy"][None, :, 1]
+    obj = t["obj"][..., None]
+    def run():
+        fgs = []
+        with torch.no_grad():
+            for i in range(b):
+                n = int(t["gt_mask"][i].sum())
+                out = head.get_assignments(i, n, a, t["gt_boxes"][i, :n], t["gt_classes"][i, :n].float(),
+                                           t["pred"][i], strides, xs, ys, t["cls"], None, obj, None, None)
+                fgs.append(out[1].numpy().copy())
+        return fgs
+    fgs = run()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+    times.sort()
+    np.save(path + ".fg.npy", np.stack(fgs))
+    print(json.dumps({"seconds": times[len(times) // 2], "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}))
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+'''
+
+
 def find_torch_python(explicit):
     if explicit:
         return explicit if explicit != "none" else None
@@ -181,6 +226,22 @@ def run_torch(python, inputs, repeat, threads):
         return result
 
 
+def run_official(python, src, inputs, repeat, threads):
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "inputs.npz")
+        np.savez(data, **inputs)
+        script = os.path.join(tmp, "official.py")
+        with open(script, "w") as f:
+            f.write(TORCH_OFFICIAL)
+        proc = subprocess.run([python, script, data, str(repeat), str(threads), src,
+                               str(Path(__file__).parent)], capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"official yolox loop failed:\n{proc.stderr[-2000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["fg"] = np.load(data + ".fg.npy")
+        return result
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="benchmark.py assign", description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[8, 64])
@@ -194,6 +255,10 @@ def main(argv=None):
     ap.add_argument("--ota", action="store_true", help="also time jit(vmap(ota)) (50 Sinkhorn its)")
     ap.add_argument("--torch-python", default=None,
                     help="python with torch for the per-image loop ('none' to skip)")
+    ap.add_argument("--yolox-src", default="/tmp/yolox_src/yolox-0.3.0",
+                    help="unpacked official yolox source: also time its own get_assignments loop "
+                         "(legacy rule in 0.3.0) against simota_batch(candidate_rule="
+                         "'box_or_center'); skipped when missing")
     ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0 = default)")
     ap.add_argument("--markdown", default=None, help="also write the Markdown section to this file")
     args = ap.parse_args(argv)
@@ -208,9 +273,13 @@ def main(argv=None):
     torch_python = find_torch_python(args.torch_python)
     rows, notes = [], []
 
-    def compile_and_time(fn, xs):
+    def compile_and_time(fn, inputs):
+        # The anchor grid is a compile-time constant, as in the loss (anchor_grid is NumPy).
+        grid_xy, strides = inputs["grid_xy"], inputs["strides"]
+        xs = [jax.device_put(inputs[k]) for k in keys if k not in ("grid_xy", "strides")]
         t0 = time.perf_counter()
-        compiled = jax.jit(fn).lower(*xs).compile()
+        compiled = jax.jit(lambda p, c, o, gb, gc, gm: fn(p, c, o, grid_xy, strides, gb, gc, gm)
+                           ).lower(*xs).compile()
         compile_s = time.perf_counter() - t0
         mem = compiled.memory_analysis()
         temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
@@ -222,10 +291,12 @@ def main(argv=None):
         inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
         xs = [jax.device_put(inputs[k]) for k in keys]
         a = inputs["pred"].shape[1]
-        out, batch_s, compile_s, temp_mb = compile_and_time(simota_batch, xs)
+        out, batch_s, compile_s, temp_mb = compile_and_time(simota_batch, inputs)
+        _, official_s, _, _ = compile_and_time(partial(simota_batch, with_max_iou=False), inputs)
         dense, dense_s, dense_compile_s, dense_temp_mb = compile_and_time(
-            jax.vmap(simota, in_axes=in_axes), xs)
-        row = {"batch": b, "anchors": a, "jit_s": batch_s, "compile_s": compile_s,
+            jax.vmap(simota, in_axes=in_axes), inputs)
+        row = {"batch": b, "anchors": a, "jit_s": official_s, "all_fields_s": batch_s,
+               "compile_s": compile_s,
                "temp_mb": temp_mb, "dense_s": dense_s, "dense_compile_s": dense_compile_s,
                "dense_temp_mb": dense_temp_mb, "num_fg": int(np.asarray(out.num_fg).sum()),
                "same_as_dense": bool((np.asarray(out.fg_mask) == np.asarray(dense.fg_mask)).all()
@@ -244,6 +315,13 @@ def main(argv=None):
             row["torch_s"], row["torch_rss_mb"] = tr["seconds"], tr["maxrss_mb"]
             row["torch_agree"] = bool((tr["fg"] == np.asarray(out.fg_mask)).all())
             notes.append(f"torch {tr['torch']} ({tr['threads']} threads)")
+        if torch_python and os.path.exists(os.path.join(args.yolox_src, "yolox", "models")):
+            legacy, legacy_s, _, _ = compile_and_time(
+                partial(simota_batch, candidate_rule="box_or_center", with_max_iou=False), inputs)
+            off = run_official(torch_python, args.yolox_src, inputs, args.repeat,
+                               args.torch_threads)
+            row.update(legacy_s=legacy_s, official_s=off["seconds"],
+                       official_agree=bool((off["fg"] == np.asarray(legacy.fg_mask)).all()))
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -254,24 +332,42 @@ def main(argv=None):
         f"SimOTA, {hw[0]}x{hw[1]} input ({rows[0]['anchors']} anchors), {args.classes} classes, "
         f"{args.gts} gts per image padded to {args.pad}; median of {args.repeat} runs after warm-up.",
         "",
-        "| batch | jit(simota_batch) | compile | jit(vmap(simota)) dense | eager simota_batch "
-        "(disable_jit) | PyTorch per-image loop† | speed-up vs loop (batch / dense) | XLA temp "
-        "(batch / dense) | peak RSS so far (JAX / torch process) | same fg as loop |"
+        "| batch | jit(simota_batch) official outputs‡ | all fields | compile | "
+        "jit(vmap(simota)) dense | eager simota_batch (disable_jit) | PyTorch per-image loop† | "
+        "speed-up vs loop (official outputs / all fields / dense) | XLA temp (batch / dense) | "
+        "peak RSS so far (JAX / torch process) | same fg as loop |"
         + (" jit(vmap(ota)) |" if args.ota else ""),
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.ota else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.ota else ""),
     ]
     for r in rows:
-        speed = (f"{r['torch_s'] / r['jit_s']:.1f}x / {r['torch_s'] / r['dense_s']:.1f}x"
-                 if "torch_s" in r else "-")
+        speed = (f"{r['torch_s'] / r['jit_s']:.1f}x / {r['torch_s'] / r['all_fields_s']:.1f}x / "
+                 f"{r['torch_s'] / r['dense_s']:.1f}x" if "torch_s" in r else "-")
         lines.append(
-            f"| {r['batch']} | {fmt(r['jit_s'])} | {r['compile_s']:.1f} s | {fmt(r['dense_s'])} | "
+            f"| {r['batch']} | {fmt(r['jit_s'])} | {fmt(r['all_fields_s'])} | "
+            f"{r['compile_s']:.1f} s | {fmt(r['dense_s'])} | "
             f"{fmt(r.get('eager_s'))} | {fmt(r.get('torch_s'))} | {speed} | "
             f"{r['temp_mb']:.0f} / {r['dense_temp_mb']:.0f} MiB | "
             f"{r['rss_mb']:.0f} / {r.get('torch_rss_mb', float('nan')):.0f} MiB | "
             f"{r.get('torch_agree', '-')} |" + (f" {fmt(r.get('ota_s'))} |" if args.ota else ""))
-    lines += ["", "† Not the official package (not installable here): this project's per-image "
-              "PyTorch re-implementation of the official SimOTA loop (scripts/bench_assign.py, "
-              "`TORCH_LOOP`), unpadded gts, CPU."]
+    lines += ["", "† This project's per-image PyTorch re-implementation of the official SimOTA "
+              "loop with the current centre rule (GitHub main; the pip release 0.3.0 predates it, "
+              "see the table below for that code itself): scripts/bench_assign.py `TORCH_LOOP`, "
+              "unpadded gts, CPU.",
+              "‡ `with_max_iou=False`: fg mask, matched gt/class/IoU, dynamic k, candidates — what "
+              "the official loop computes (and what the loss uses with the official binary "
+              "objectness target); \"all fields\" adds `max_iou` over all anchors."]
+    if any("official_s" in r for r in rows):
+        lines += ["", f"Against the official code ({args.yolox_src}: pip release 0.3.0, whose "
+                  "SimOTA still uses the legacy in-box-or-centre rule): its "
+                  "`YOLOXHead.get_assignments` called per image as `get_losses` does, vs "
+                  "`jit(simota_batch(candidate_rule=\"box_or_center\"))` (gt buckets only: box "
+                  "candidates have no static bound, so no anchor compaction).", "",
+                  "| batch | official get_assignments loop | jit(simota_batch) legacy rule | "
+                  "speed-up | same fg |", "|---|---|---|---|---|"]
+        for r in rows:
+            if "official_s" in r:
+                lines.append(f"| {r['batch']} | {fmt(r['official_s'])} | {fmt(r['legacy_s'])} | "
+                             f"{r['official_s'] / r['legacy_s']:.1f}x | {r['official_agree']} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

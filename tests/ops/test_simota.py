@@ -329,6 +329,39 @@ def _assert_same_assignment(a, b):
             np.testing.assert_array_equal(x, y, err_msg=name)
 
 
+def _jit_const_grid(fn, args):
+    """jit ``fn`` with the anchor grid as a compile-time constant (as the loss passes it)."""
+    pred, cls, obj, grid_xy, strides, gtb, gtc, gtm = args
+    return jax.jit(lambda p, c, o, b, k, m: fn(p, c, o, grid_xy, strides, b, k, m))(
+        pred, cls, obj, gtb, gtc, gtm)
+
+
+def test_window_candidates_equal_margin_test():
+    """The per-level window search finds exactly the anchors of the dense centre test, also for
+    gts at and beyond the image border, on region edges and with NaN boxes."""
+    from yolox_jax.ops.simota import _candidates, _window_candidates, geometry_margins, grid_levels
+
+    rng = np.random.default_rng(21)
+    for hw, r in (((64, 96), 1.5), ((128, 160), 2.5), ((96, 64), 0.5), ((64, 64), 1.0)):
+        grid_xy, strides = anchor_grid(hw)
+        levels = grid_levels(grid_xy, strides)
+        assert levels is not None and len(levels) == 3
+        n = 300
+        boxes = np.concatenate([rng.uniform(-40, max(hw) + 40, (n, 2)),
+                                rng.uniform(1, 50, (n, 2))], 1).astype(np.float32)
+        boxes[:40, :2] = np.round(boxes[:40, :2] / 4) * 4       # centres on grid / region edges
+        boxes[40:50, 0] = np.nan
+        mask = rng.uniform(size=n) < 0.8
+        any_m = geometry_margins(grid_xy, strides, boxes, candidate_rule="center",
+                                 center_radius=r)[1]
+        for i in range(0, n, 30):        # small groups, so the union stays informative
+            sl = slice(i, i + 30)
+            want = _candidates(any_m[sl], mask[sl], None)
+            got = _window_candidates(levels, boxes[sl], mask[sl], r)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{hw} {r} {i}")
+    assert grid_levels(np.zeros((5, 2), np.float32), np.full(5, 8.0, np.float32)) is None
+
+
 @pytest.mark.parametrize("counts,pad,batch_options", [
     ((0, 2, 5, 3), 12, {}),                                   # bucket 8 of (8, 12)
     ((0, 11, 5, 12), 12, {}),                                 # bucket 12 (= pad)
@@ -343,7 +376,9 @@ def test_simota_batch_equals_vmapped_simota(counts, pad, batch_options):
     rng = np.random.default_rng(sum(counts) + pad)
     args = _batch_problems(rng, counts, pad)
     ref = jax.jit(jax.vmap(simota, in_axes=IN_AXES))(*args)
-    out = jax.jit(partial(simota_batch, **batch_options))(*args)
+    out = jax.jit(partial(simota_batch, **batch_options))(*args)   # traced grid: margin test
+    _assert_same_assignment(out, ref)
+    out = _jit_const_grid(partial(simota_batch, **batch_options), args)   # window test
     _assert_same_assignment(out, ref)
     if any(counts):
         assert int(np.asarray(out.num_fg).sum()) > 0
@@ -363,6 +398,8 @@ def test_simota_batch_options_equal_vmapped_simota(options):
     ref = jax.jit(jax.vmap(partial(simota, **options), in_axes=IN_AXES))(*args)
     out = jax.jit(partial(simota_batch, candidates_per_gt=9, **options))(*args)
     _assert_same_assignment(out, ref)
+    out = _jit_const_grid(partial(simota_batch, candidates_per_gt=9, **options), args)
+    _assert_same_assignment(out, ref)
 
 
 def test_simota_batch_matches_numpy_oracle_at_640():
@@ -372,7 +409,7 @@ def test_simota_batch_matches_numpy_oracle_at_640():
     rng = np.random.default_rng(12)
     hw = (640, 640)
     args = _batch_problems(rng, (25, 3), 40, hw=hw)
-    out = jax.jit(simota_batch)(*args)
+    out = _jit_const_grid(simota_batch, args)
     pred, cls, obj, grid_xy, strides, gtb, gtc, gtm = args
     for i in range(2):
         fg_ref, gt_ref, iou_ref = simota_numpy(pred[i], cls[i], obj[i], grid_xy, strides,

@@ -96,6 +96,7 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
 
     sg = jax.lax.stop_gradient
     if assign_fn is None:   # batched SimOTA: gt buckets + anchor compaction, same result as vmap
+        assign_kwargs.setdefault("with_max_iou", obj_target != "binary")
         asg = simota_batch(sg(pred_boxes), sg(cls_logits), sg(obj_logits), grid_xy, stride_arr,
                            gt_boxes, gt_classes, label_mask, **assign_kwargs)
     else:

@@ -36,6 +36,7 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from yolox_jax.ops.boxes import pairwise_iou_cxcywh
 
@@ -56,7 +57,8 @@ class Assignment(NamedTuple):
     num_fg int32 []: number of foreground anchors.
     matched_class [A] int32: class of the matched gt (0 where not fg).
     max_iou [A] float32: max IoU of each prediction with any valid gt (0 without gts); the
-        objectness target for negatives in the ``obj_target="max_iou"`` loss variant.
+        objectness target for negatives in the ``obj_target="max_iou"`` loss variant (None from
+        ``simota_batch(..., with_max_iou=False)``).
     dynamic_k [G] int32: number of anchors each gt asked for (0 for padded rows).
     candidate_mask [A] bool: anchors that took part in the assignment (geometry candidates).
     """
@@ -332,9 +334,66 @@ def simota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_cl
 def _candidates(any_m, gt_mask, soft_center_prior):
     """Candidate anchors [A] bool: in the region of some valid gt (or every anchor, when the soft
     centre prior replaces exclusion by a cost and the image has a gt). any_m [G, A] margins."""
-    if soft_center_prior is None:
-        return jnp.max(jnp.where(gt_mask[:, None], any_m, -jnp.inf), axis=0) > 0.0
+    if soft_center_prior is None:   # a float "any": a NaN margin (NaN box) counts as outside
+        inside = gt_mask[:, None] & (any_m > 0.0)
+        return jnp.max(jnp.where(inside, any_m, -jnp.inf), axis=0) > 0.0
     return jnp.full(any_m.shape[1:], jnp.any(gt_mask))
+
+
+def grid_levels(grid_xy, strides):
+    """Level layout ``((offset, height, width, stride), ...)`` of a concrete anchor grid laid out
+    as ``anchor_grid`` makes it (levels one after another, row-major), else None (traced arrays
+    or another layout)."""
+    try:
+        gxy = np.asarray(grid_xy)
+        st = np.asarray(strides)
+    except (TypeError, jax.errors.TracerArrayConversionError):
+        return None
+    if gxy.ndim != 2 or gxy.shape[1] != 2 or st.ndim != 1 or len(st) != len(gxy) or not len(st):
+        return None
+    levels, start = [], 0
+    while start < len(st):
+        stop = start + int(np.argmax(st[start:] != st[start])) if np.any(st[start:] != st[start]) \
+            else len(st)
+        h, w = int(gxy[stop - 1, 1]) + 1, int(gxy[stop - 1, 0]) + 1
+        yv, xv = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        if stop - start != h * w or not np.array_equal(
+                gxy[start:stop], np.stack([xv, yv], -1).reshape(-1, 2)):
+            return None
+        levels.append((start, h, w, float(st[start])))
+        start = stop
+    return tuple(levels)
+
+
+def _window_candidates(levels, boxes, gt_mask, center_radius: float):
+    """``_candidates`` for the "center" rule without the ``[G, A]`` pass: every gt tests only a
+    ``(ceil(2r) + 2)^2`` window of anchors around its centre on each level, with the same float32
+    arithmetic and strict comparisons as ``geometry_margins`` (so the same anchors pass), and the
+    passing ones are scattered into ``[A]``. The window has one anchor of slack on each side of
+    the at most ``ceil(2r)`` anchor centres per axis that can lie strictly inside the region.
+
+    levels: ``grid_levels`` output; boxes [G, 4] sanitized cxcywh; gt_mask [G] -> [A] bool.
+    """
+    a = levels[-1][0] + levels[-1][1] * levels[-1][2]
+    n = int(np.ceil(2 * center_radius)) + 2
+    steps = jnp.arange(n, dtype=jnp.float32)
+    cx, cy = boxes[:, 0:1], boxes[:, 1:2]
+    hits = jnp.zeros((a,), bool)
+    for offset, h, w, stride in levels:
+        s = jnp.float32(stride)
+        dist = s * jnp.float32(center_radius)
+        lo_x = jnp.floor((cx - dist) / s - 0.5)       # first anchor index right of the left edge,
+        lo_y = jnp.floor((cy - dist) / s - 0.5)       # give or take one
+        xs = jnp.clip(lo_x, -2.0, w + 1.0) + steps[None, :]                     # [G, n] index
+        ys = jnp.clip(lo_y, -2.0, h + 1.0) + steps[None, :]
+        ax = (xs + 0.5) * s                                                      # as the grid does
+        ay = (ys + 0.5) * s
+        ok_x = (ax - (cx - dist) > 0.0) & ((cx + dist) - ax > 0.0) & (xs >= 0) & (xs < w)
+        ok_y = (ay - (cy - dist) > 0.0) & ((cy + dist) - ay > 0.0) & (ys >= 0) & (ys < h)
+        ok = ok_y[:, :, None] & ok_x[:, None, :] & gt_mask[:, None, None]       # [G, n, n]
+        idx = offset + ys.astype(jnp.int32)[:, :, None] * w + xs.astype(jnp.int32)[:, None, :]
+        hits = hits.at[jnp.where(ok, idx, a).reshape(-1)].set(True, mode="drop")
+    return hits
 
 
 def _max_iou(boxes, gt_mask, pred_boxes):
@@ -416,7 +475,8 @@ def simota_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes,
                  candidates_per_gt: Optional[int] = CANDIDATES_PER_GT,
                  center_radius: Optional[float] = None, candidate_rule: str = "center",
                  soft_center_prior: Optional[float] = None, topk_iou: int = 10,
-                 k_rounding: str = "floor", iou_weight: float = 3.0) -> Assignment:
+                 k_rounding: str = "floor", iou_weight: float = 3.0,
+                 with_max_iou: bool = True) -> Assignment:
     """SimOTA for a batch: the same result as ``jax.vmap(simota)`` on every field, much less work.
 
     Ground truths are padded to a fixed G for static shapes, but a batch rarely fills G, and a gt
@@ -433,6 +493,9 @@ def simota_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes,
       Non-candidates can never be picked nor count for dynamic k, and order-preserving
       compaction keeps the lower-index tie rule, so this is exact too; a batch whose candidate
       count exceeds ``U`` falls back to the dense path (``lax.cond``). ``None`` disables it.
+      When ``grid_xy`` and ``strides`` are concrete (NumPy, as ``anchor_grid`` makes them and
+      the loss passes them), the candidates themselves are found by testing a small window of
+      anchors around each gt centre per level instead of all ``A`` anchors.
 
     Under ``jax.vmap`` the conds would turn into selects (every branch runs), so call this on
     the batch, not per image. Each bucket and path is a separate branch of the compiled
@@ -443,6 +506,9 @@ def simota_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes,
       gt_boxes [B, G, 4], gt_classes [B, G], gt_mask [B, G]; options as in ``simota``.
       gt_buckets: row counts to specialise for (G itself is always added).
       candidates_per_gt: compacted anchor slots per gt row (None: no compaction).
+      with_max_iou: compute ``Assignment.max_iou`` (a ``[g, A]`` IoU pass, ~1/3 of the time
+        at 640 px; only the ``obj_target="max_iou"/"iou"`` losses use it). False leaves the
+        field None.
 
     Returns:
       ``Assignment`` with a leading batch axis; ``matched_gt`` and ``dynamic_k`` index the
@@ -467,30 +533,38 @@ def simota_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes,
                 iou_weight=iou_weight)
     compactable = (candidate_rule == "center" and soft_center_prior is None
                    and candidates_per_gt is not None)
+    levels = grid_levels(grid_xy, strides) if compactable else None
 
     def dense_one(pb, cl, ob, bx, cs, mk, cand):
         fg, matched, miou, k = _assign_core(pb, cl, ob, grid_xy, strides, bx, cs, mk, cand, **opts)
-        return _finish(fg, matched, miou, k, cand, cs, _max_iou(bx, mk, pb))
+        return _finish(fg, matched, miou, k, cand, cs,
+                       _max_iou(bx, mk, pb) if with_max_iou else None)
 
     def compact_one(u, pb, cl, ob, bx, cs, mk, cand):
         sel = jnp.nonzero(cand, size=u, fill_value=0)[0].astype(jnp.int32)      # [U], in order
         slot_ok = jnp.arange(u) < jnp.sum(cand)
         fg_c, matched_c, miou_c, k = _assign_core(
-            pb[sel], cl[sel], ob[sel], grid_xy[sel], strides[sel], bx, cs, mk, slot_ok, **opts)
+            pb[sel], cl[sel], ob[sel], jnp.asarray(grid_xy)[sel], jnp.asarray(strides)[sel], bx, cs,
+            mk, slot_ok, **opts)
         dest = jnp.where(slot_ok, sel, a)                                          # a = dropped
         fg = jnp.zeros((a,), bool).at[dest].set(fg_c, mode="drop")
         matched = jnp.zeros((a,), jnp.int32).at[dest].set(matched_c, mode="drop")
         miou = jnp.zeros((a,), jnp.float32).at[dest].set(miou_c, mode="drop")
-        return _finish(fg, matched, miou, k, cand, cs, _max_iou(bx, mk, pb))
+        return _finish(fg, matched, miou, k, cand, cs,
+                       _max_iou(bx, mk, pb) if with_max_iou else None)
 
     def bucket(g):
         def run(ops):
             pb, cl, ob, bx, cs, mk = ops
             bx, cs, mk = bx[:, :g], cs[:, :g], mk[:, :g]
-            any_m = jax.vmap(lambda x: geometry_margins(
-                grid_xy, strides, x, candidate_rule=candidate_rule,
-                center_radius=center_radius)[1])(bx)
-            cand = jax.vmap(_candidates, in_axes=(0, 0, None))(any_m, mk, soft_center_prior)
+            if levels is not None:   # concrete grid: windows around each gt, no [g, A] pass
+                cand = jax.vmap(partial(_window_candidates, levels,
+                                        center_radius=center_radius))(bx, mk)
+            else:
+                any_m = jax.vmap(lambda x: geometry_margins(
+                    grid_xy, strides, x, candidate_rule=candidate_rule,
+                    center_radius=center_radius)[1])(bx)
+                cand = jax.vmap(_candidates, in_axes=(0, 0, None))(any_m, mk, soft_center_prior)
             args = (pb, cl, ob, bx, cs, mk, cand)
             dense = lambda xs: jax.vmap(dense_one)(*xs)  # noqa: E731
             u = min(a, int(candidates_per_gt) * g) if compactable else a
