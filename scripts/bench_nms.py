@@ -11,7 +11,12 @@ Rows:
 * the official-style torch postprocess (per-image loop, conf filter, ``batched_nms``): with
   torchvision's C++ ``batched_nms`` when it imports, otherwise a torch-only greedy equivalent
   (class-offset trick + "take the best, drop IoU > t" loop). Torch runs in the interpreter given
-  by ``--torch-python`` (default: this one, else /tmp/tvenv/bin/python) in a subprocess;
+  by ``--torch-python`` (default: this one, else /tmp/tvenv/bin/python) in a subprocess.
+  PyPI's torchvision is a CUDA build whose ``_C.so`` will not load next to a CPU-only torch;
+  ``scripts/torchvision_cpu_stubs.sh`` builds stub CUDA libraries so that it does (run this
+  benchmark with ``LD_LIBRARY_PATH`` pointing at them);
+* the hard NMS stage alone: torchvision ``batched_nms`` per image on the candidates over conf
+  vs jitted ``nms_batched`` (K = 1000, so every survivor is kept as torchvision keeps them);
 * Soft-NMS (gaussian, sigma 0.5, and the seed's sigma="mean"), K = 100: the NMS stage alone
   (jitted ``nms_batched`` vs a NumPy loop, both given boxes / scores / labels and filtering by
   conf themselves), and whole post-processing (jitted ``postprocess`` vs NumPy incl. the
@@ -161,16 +166,29 @@ def postprocess(pred):
         out.append((torch.nonzero(m)[:, 0][keep], score[m][keep]))
     return out
 
-with torch.inference_mode():
-    res = postprocess(decoded)
+def timed(fn):
+    fn()
     times = []
     c0 = time.process_time()
     for _ in range(repeat):
-        t0 = time.perf_counter(); postprocess(decoded); times.append(time.perf_counter() - t0)
-    cpu_ms = (time.process_time() - c0) / repeat * 1e3
+        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], (time.process_time() - c0) / repeat * 1e3
+
+with torch.inference_mode():
+    res = postprocess(decoded)
+    median_s, cpu_ms = timed(lambda: postprocess(decoded))
+    # The NMS stage alone: batched_nms per image on the candidates over conf (prepared before).
+    xy, half = decoded[..., :2], decoded[..., 2:4] / 2
+    corners = torch.cat([xy - half, xy + half], -1)
+    class_conf, class_pred = decoded[..., 5:].max(-1)
+    score = decoded[..., 4] * class_conf
+    stage_in = [(corners[b][m], score[b][m], class_pred[b][m])
+                for b, m in enumerate(score >= conf)]
+    stage_s, stage_cpu_ms = timed(lambda: [batched_nms(bx, sc, cl, iou_thr)
+                                           for bx, sc, cl in stage_in])
 print(json.dumps({"impl": impl, "threads": torch.get_num_threads(), "torch": torch.__version__,
-                  "median_s": sorted(times)[len(times) // 2], "cpu_ms": cpu_ms,
-                  "kept": [r[0].tolist() for r in res]}))
+                  "median_s": median_s, "cpu_ms": cpu_ms, "stage_s": stage_s,
+                  "stage_cpu_ms": stage_cpu_ms, "kept": [r[0].tolist() for r in res]}))
 '''
 
 
@@ -244,6 +262,8 @@ def main(argv=None):
             res = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append((f"official-style torch postprocess, {res['impl']}, all kept",
                          res["median_s"] * 1e3, res["cpu_ms"]))
+            rows.append((f"hard NMS stage only, {res['impl']} per image, all kept",
+                         res["stage_s"] * 1e3, res["stage_cpu_ms"]))
             torch_note = (f"torch {res['torch']} ({res['threads']} threads) via {py}; "
                           f"{res['impl']}")
             same = all(
@@ -254,6 +274,10 @@ def main(argv=None):
         else:
             torch_note = f"torch run failed: {proc.stderr.strip().splitlines()[-1:]}"
 
+    hard_stage = jax.jit(lambda b, s, c: nms_batched(
+        b, s, IOU, max_output=1000, classes=c, score_threshold=CONF, method="hard"))
+    measure("hard NMS stage only, jit nms_batched, K=1000 (all kept)",
+            lambda: jax.block_until_ready(hard_stage(*prepared)))
     for sigma in (0.5, "mean"):
         stage = jax.jit(lambda b, s, c, sigma=sigma: nms_batched(
             b, s, IOU, max_output=100, classes=c, score_threshold=CONF, method="gaussian",
