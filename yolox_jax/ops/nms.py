@@ -197,35 +197,38 @@ def _hard(boxes, scores, class_src, cand, iou_threshold, max_output, tile, class
 
 def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_threshold, method,
           sigma):
-    """Soft-NMS over M candidates (any order; ties go to the lower position).
+    """Soft-NMS over M candidates of each of B images (any order; ties go to the lower position).
 
-    Returns positions [K] int32 (-1 padding), decayed scores [K] (0 padding), valid [K].
+    boxes [B, M, 4], scores / classes / cand [B, M]. One ``lax.while_loop`` for the whole batch
+    (not a vmapped one: a batched loop predicate would wrap every state update in a select);
+    an image that has run out of candidates just idles (its selection is -inf, nothing changes).
+    Returns positions [B, K] int32 (-1 padding), decayed scores [B, K] (0 padding), valid [B, K].
     """
     k = max_output
-    m = scores.shape[0]
-    # One [6, M] table, so each step fetches the selected box with a single gather; its rows
-    # are then plain [M] vectors and the one-to-many IoU below is purely elementwise.
-    table = jnp.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], _areas(boxes),
-                       classes.astype(boxes.dtype)])
-    x1, y1, x2, y2, areas, cls_f = table
-    iota = jnp.arange(m, dtype=jnp.int32)
-    slots = jnp.arange(k, dtype=jnp.int32)
+    b, m = scores.shape
+    # One [B, 6, M] table, so each step fetches the selected boxes with a single gather; its
+    # rows are then plain [B, M] arrays and the one-to-many IoU below is purely elementwise.
+    table = jnp.stack([boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3],
+                       _areas(boxes), classes.astype(boxes.dtype)], axis=1)
+    x1, y1, x2, y2, areas, cls_f = (table[:, j] for j in range(6))
+    iota = jnp.arange(m, dtype=jnp.int32)[None, :]
 
     def select(s):
-        top = jnp.max(s)
-        return jnp.min(jnp.where(s == top, iota, m)).astype(jnp.int32), top
+        top = jnp.max(s, axis=1)                                                     # [B]
+        return jnp.min(jnp.where(s == top[:, None], iota, m), axis=1).astype(jnp.int32), top
 
     def cond(st):
         i, _, _, top = st[:4]
-        return (i < k) & (top > -jnp.inf)
+        return (i < k) & jnp.any(top > -jnp.inf)
 
     def body(st):
         i, s, best, top, pos, out_s = st
-        here = slots == i
-        pos = jnp.where(here, best, pos)
-        out_s = jnp.where(here, top, out_s)
-        s = jnp.where(iota == best, -jnp.inf, s)
-        bx1, by1, bx2, by2, barea, bcls = table[:, best]
+        live = top > -jnp.inf                                                        # [B]
+        pos = lax.dynamic_update_slice_in_dim(pos, jnp.where(live, best, -1)[:, None], i, 1)
+        out_s = lax.dynamic_update_slice_in_dim(out_s, jnp.where(live, top, 0.0)[:, None], i, 1)
+        s = jnp.where(iota == best[:, None], -jnp.inf, s)
+        sel = jnp.take_along_axis(table, jnp.minimum(best, m - 1)[:, None, None], axis=2)
+        bx1, by1, bx2, by2, barea, bcls = (sel[:, j] for j in range(6))              # [B, 1]
         alive = s > -jnp.inf
         affected = alive & (cls_f == bcls)
         # Same arithmetic as _iou (torchvision's), one row.
@@ -237,8 +240,8 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         if method == "linear":
             decay = jnp.where(iou > iou_threshold, 1.0 - iou, 1.0)
         elif isinstance(sigma, str):  # "mean": the seed variant
-            n = jnp.sum(affected)
-            mean = jnp.sum(jnp.where(affected, s, 0.0)) / jnp.maximum(n, 1)
+            n = jnp.sum(affected, axis=1, keepdims=True)
+            mean = jnp.sum(jnp.where(affected, s, 0.0), axis=1, keepdims=True) / jnp.maximum(n, 1)
             decay = jnp.where(iou > iou_threshold, jnp.exp(-(iou * iou) / mean), 1.0)
         else:
             decay = jnp.exp(-(iou * iou) / sigma)
@@ -249,10 +252,10 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         return i + 1, s, best, top, pos, out_s
 
     s0 = jnp.where(cand, scores, -jnp.inf)
-    init = (jnp.int32(0), s0, *select(s0), jnp.full((k,), -1, jnp.int32),
-            jnp.zeros((k,), scores.dtype))
-    n_out, _, _, _, pos, out_s = lax.while_loop(cond, body, init)
-    return pos, out_s, slots < n_out
+    init = (jnp.int32(0), s0, *select(s0), jnp.full((b, k), -1, jnp.int32),
+            jnp.zeros((b, k), scores.dtype))
+    _, _, _, _, pos, out_s = lax.while_loop(cond, body, init)
+    return pos, out_s, pos >= 0
 
 
 def _bucket_sizes(n):
@@ -260,12 +263,9 @@ def _bucket_sizes(n):
     return tuple(sizes)
 
 
-def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_output,
-                    score_threshold, method, sigma, class_start):
-    """Soft-NMS on one image after compacting its candidates into ``size`` rows.
-
-    Compaction keeps the original index order, so ties in decayed scores go to the lower index.
-    """
+def _compact(boxes, scores, class_src, cand, *, size, class_start):
+    """One image's candidates, in index order, in ``size`` rows: (order [S] int32, boxes [S, 4],
+    scores [S], labels [S], cand [S]). Order-preserving, so ties still go to the lower index."""
     n = scores.shape[0]
     if size < n:
         # Stable compaction: candidate i goes to row (number of candidates before i).
@@ -279,9 +279,21 @@ def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_
     labels = _labels(class_src, order, class_start)
     # One row gather for boxes and scores together (XLA:CPU gathers cost per call).
     rows = jnp.concatenate([boxes, scores[:, None]], axis=1)[order]
-    pos, out_scores, valid = _soft(rows[:, :4], rows[:, 4], labels, c_cand, iou_threshold,
+    return order, rows[:, :4], rows[:, 4], labels, c_cand
+
+
+def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_output,
+                    score_threshold, method, sigma, class_start):
+    """Soft-NMS on a batch after compacting each image's candidates into ``size`` rows.
+
+    Compaction keeps the original index order, so ties in decayed scores go to the lower index.
+    """
+    order, c_boxes, c_scores, labels, c_cand = jax.vmap(
+        functools.partial(_compact, size=size, class_start=class_start))(
+            boxes, scores, class_src, cand)
+    pos, out_scores, valid = _soft(c_boxes, c_scores, labels, c_cand, iou_threshold,
                                    max_output, score_threshold, method, sigma)
-    idx = jnp.where(valid, order[jnp.maximum(pos, 0)], -1)
+    idx = jnp.where(valid, jnp.take_along_axis(order, jnp.maximum(pos, 0), axis=1), -1)
     return idx.astype(jnp.int32), out_scores, valid
 
 
@@ -335,10 +347,8 @@ def nms_core(boxes_xyxy, scores, class_src, iou_threshold, *, max_output, score_
                                max_output=int(max_output), score_threshold=score_threshold,
                                method=method, sigma=sigma, class_start=class_start)
     sizes = _bucket_sizes(n)
-    branches = [
-        lambda ops, size=size: jax.vmap(functools.partial(kernel, size=size))(*ops)
-        for size in sizes
-    ]
+    branches = [lambda ops, size=size: functools.partial(kernel, size=size)(*ops)
+                for size in sizes]
     ops = (boxes_xyxy, scores, class_src, cand)
     if len(sizes) == 1:
         return branches[0](ops)
