@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from yolox_jax.ops.conv import conv_general_dilated
+
 Dtype = Any
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -134,7 +136,10 @@ class BaseConv(nn.Module):
         x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride),
                     padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
                     kernel_init=torch_kernel_init, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="conv")(x)
+                    param_dtype=self.param_dtype,
+                    # Plain convs: the kernel gradient as per-tap GEMMs on CPU (ops/conv.py).
+                    conv_general_dilated=conv_general_dilated if self.groups == 1 else None,
+                    name="conv")(x)
         x = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x, train)
         return get_activation(self.act)(x)
 

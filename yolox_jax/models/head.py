@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from yolox_jax.models.blocks import BaseConv, Conv, Dtype, torch_bias_init, torch_kernel_init
+from yolox_jax.ops.conv import conv_general_dilated
 
 PRIOR_PROB = 0.01
 
@@ -34,8 +35,9 @@ class YOLOXHead(nn.Module):
         # training is not swamped by the loss of ~A negatives; reg keeps the PyTorch default.
         bias_init = (nn.initializers.constant(-math.log((1 - PRIOR_PROB) / PRIOR_PROB)) if prior
                      else torch_bias_init(fan_in))
-        return nn.Conv(features, (1, 1), kernel_init=torch_kernel_init, bias_init=bias_init,
-                       dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), kernel_init=torch_kernel_init,
+                       bias_init=bias_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                       conv_general_dilated=conv_general_dilated, name=name)
 
     @nn.compact
     def __call__(self, features: Sequence, train: bool = False):

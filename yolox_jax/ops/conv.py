@@ -1,0 +1,157 @@
+"""A drop-in ``lax.conv_general_dilated`` whose kernel gradient is fast on XLA:CPU.
+
+The forward pass is XLA's own. The kernel gradient of an NHWC x HWIO convolution,
+``dW[i, j] = sum_{b, y, x} X_pad[b, s*y + i, s*x + j, :]^T dY[b, y, x, :]``, is what XLA:CPU
+handles worst: it runs it as a convolution whose "kernel" is the whole output map and whose
+result is a tiny ``[kh, kw, Cin, Cout]``, at a few tens of GFLOP/s, while a plain GEMM reaches
+~200 on the same machine (scripts/bench_train.py, docs/benchmarks.md). On CPU we therefore
+compute it as one GEMM per kernel tap (a strided slice of the padded input, flattened to
+``[B*Ho*Wo, Cin]``, contracted with ``dY`` flattened to ``[B*Ho*Wo, Cout]``); 2-3x faster per
+layer. The input gradient of a strided convolution (an input-dilated convolution for XLA, also
+slow on CPU) is one GEMM ``dY @ W^T`` plus a sum of shifted tap contributions per stride phase
+(``input_grad_strided``); stride-1 input gradients stay XLA's. Other platforms keep XLA's
+gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are good at them. Same math,
+different summation order: results agree to float rounding.
+
+Only the plain case takes this path (2-D, NHWC / HWIO / NHWC, no dilation, one group); any
+other call goes straight to ``lax.conv_general_dilated``.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _plain(x, w, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
+           batch_group_count):
+    if x.ndim != 4 or w.ndim != 4 or feature_group_count != 1 or batch_group_count != 1:
+        return False
+    if any(d not in (None, 1) for d in (lhs_dilation or ())) or \
+            any(d not in (None, 1) for d in (rhs_dilation or ())):
+        return False
+    if isinstance(padding, str):
+        return False
+    if dimension_numbers is None:
+        return False
+    want = lax.conv_dimension_numbers(x.shape, w.shape, _DN)
+    have = (dimension_numbers if isinstance(dimension_numbers, lax.ConvDimensionNumbers)
+            else lax.conv_dimension_numbers(x.shape, w.shape, dimension_numbers))
+    return tuple(have) == tuple(want)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                         precision=None, preferred_element_type=None):
+    """``lax.conv_general_dilated`` with the same signature (pass it to ``flax.linen.Conv``'s
+    ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient."""
+    if preferred_element_type is None and _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation,
+                                                 dimension_numbers, feature_group_count,
+                                                 batch_group_count):
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+        return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, precision=precision,
+        preferred_element_type=preferred_element_type)
+
+
+def _xla_conv(x, w, strides, pads, precision):
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DN,
+                                    precision=precision)
+
+
+def kernel_grad_taps(x, g, kernel_hw, strides, pads):
+    """Kernel gradient as one GEMM per tap: x [B, H, W, Cin], g [B, Ho, Wo, Cout] (the output
+    cotangent) -> [kh, kw, Cin, Cout] in float32 accumulation, cast to x's dtype."""
+    kh, kw = kernel_hw
+    b, ho, wo, co = g.shape
+    ci = x.shape[3]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    n = b * ho * wo
+    g2 = g.reshape(n, co)
+    s0, s1 = strides
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(xp, (0, i, j, 0), (b, i + s0 * (ho - 1) + 1, j + s1 * (wo - 1) + 1, ci),
+                            (1, s0, s1, 1))
+            taps.append(lax.dot_general(tap.reshape(n, ci), g2, (((0,), (0,)), ((), ())),
+                                        preferred_element_type=jnp.float32))
+    return jnp.stack(taps).reshape(kh, kw, ci, co).astype(x.dtype)
+
+
+def input_grad_strided(g, w, x_hw, strides, pads):
+    """Input gradient of a strided convolution without XLA's input-dilated convolution (slow on
+    XLA:CPU): one GEMM ``dY @ W^T`` for all taps, then every stride-phase of the padded input
+    sums its taps' contributions on a sub-grid, and the phases are interleaved.
+
+    g [B, Ho, Wo, Cout], w [kh, kw, Cin, Cout], x_hw (H, W) -> [B, H, W, Cin].
+    """
+    kh, kw, ci, co = w.shape
+    b, ho, wo, _ = g.shape
+    s0, s1 = strides
+    (p0, q0), (p1, q1) = pads
+    hs = -(-(x_hw[0] + p0 + q0) // s0)          # sub-grid size per phase (padded input / stride)
+    ws = -(-(x_hw[1] + p1 + q1) // s1)
+    z = lax.dot_general(g.reshape(-1, co), w.reshape(kh * kw * ci, co), (((1,), (1,)), ((), ())),
+                        preferred_element_type=jnp.float32)
+    z = z.reshape(b, ho, wo, kh, kw, ci)
+    phases = []
+    for ry in range(s0):
+        row = []
+        for rx in range(s1):
+            acc = jnp.zeros((b, hs, ws, ci), jnp.float32)
+            for i in range(ry, kh, s0):
+                for j in range(rx, kw, s1):
+                    oy, ox = i // s0, j // s1      # tap (i, j) lands at sub-grid (y + oy, x + ox)
+                    acc = acc + jnp.pad(z[:, :, :, i, j], ((0, 0), (oy, hs - ho - oy),
+                                                             (ox, ws - wo - ox), (0, 0)))
+            row.append(acc)
+        phases.append(jnp.stack(row, axis=3))                        # [B, Hs, Ws, s1, Cin]
+    full = jnp.stack(phases, axis=2)                                  # [B, Hs, s0, Ws, s1, Cin]
+    full = full.reshape(b, hs * s0, ws * s1, ci)
+    return full[:, p0:p0 + x_hw[0], p1:p1 + x_hw[1]].astype(g.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
+    return _xla_conv(x, w, strides, pads, precision)
+
+
+def _conv_fwd(x, w, strides, pads, precision):
+    return _xla_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _conv_bwd(strides, pads, precision, res, g):
+    x, w = res
+
+    def xla_input_grad(g, w):
+        _, vjp_x = jax.vjp(lambda x_: _xla_conv(x_, w, strides, pads, precision), x)
+        return vjp_x(g)[0]
+
+    if not _on_cpu():
+        _, vjp = jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)
+        return vjp(g)
+    if strides == (1, 1):   # a plain convolution, which XLA:CPU runs well
+        dx = xla_input_grad(g, w)
+    else:
+        dx = input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
+    dw = kernel_grad_taps(x, g, w.shape[:2], strides, pads).astype(w.dtype)
+    return dx, dw
+
+
+def _on_cpu() -> bool:
+    """Trace-time platform test. ``lax.platform_dependent`` would be the exact tool, but on
+    XLA:CPU it leaves a conditional around each gradient, and code inside conditionals ran
+    markedly slower there. Both branches compute the same values, so the choice only matters
+    for speed (a function traced for CPU but lowered for GPU keeps the CPU formulation)."""
+    return jax.default_backend() == "cpu"
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
