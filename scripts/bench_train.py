@@ -344,7 +344,7 @@ def _fmt_flops(f):
 
 def _row(r):
     hw = f"{r['hw'][0]}x{r['hw'][1]}"
-    if r.get("impl") == "yolox_jax":
+    if str(r.get("impl", "")).startswith("yolox_jax"):
         return (f"| {r['impl']} | {r['model']} | {hw} | {r['batch']} | {r['dtype']} | "
                 f"{r['compile_s']:.1f} ({r['cache']}) | {r['step_s'] * 1e3:.0f} "
                 f"[{r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f}] | **{r['img_s']:.2f}** | "
@@ -362,6 +362,9 @@ def main(argv=None):
                    help="comma-separated name:size (size H or HxW), e.g. yolox-tiny:416")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--cpu-gemm-grad", choices=["off", "on", "both"], default="both",
+                   help="CPU convolution gradients as GEMMs (yolox_jax.ops.conv, opt-in in "
+                        "training): time without, with, or both")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--torch-python", default="",
@@ -392,11 +395,21 @@ def main(argv=None):
     results = []
     for name, hw in _parse_models(args.models):
         if not args.skip_jax:
-            r = bench_jax(name, hw, args.batch, args.dtype, args.warmup, args.steps, cache_dir)
-            results.append(r)
-            print(_row(r), flush=True)
-            print(f"  (init {r['init_s']:.1f} s, trace+lower {r['lower_s']:.1f} s, "
-                  f"loss {r['loss']:.3f})", flush=True)
+            from yolox_jax.ops import conv as conv_ops
+
+            on_cpu = jax.default_backend() == "cpu"
+            modes = {"off": [False], "on": [True], "both": [False, True]}[args.cpu_gemm_grad]
+            for gemm in (modes if on_cpu else [False]):
+                conv_ops.use_cpu_gemm_gradients(gemm)
+                r = bench_jax(name, hw, args.batch, args.dtype, args.warmup, args.steps,
+                              cache_dir)
+                r["cpu_gemm_gradients"] = gemm
+                if gemm:
+                    r["impl"] = "yolox_jax + cpu_gemm_gradients"
+                results.append(r)
+                print(_row(r), flush=True)
+                print(f"  (init {r['init_s']:.1f} s, trace+lower {r['lower_s']:.1f} s, "
+                      f"loss {r['loss']:.3f})", flush=True)
         if args.torch_python:
             r = bench_torch(args.torch_python, args.yolox_src, name, hw, args.batch, args.warmup,
                             args.steps, not args.torch_no_ema, args.torch_threads)

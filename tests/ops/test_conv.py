@@ -5,9 +5,17 @@ import numpy as np
 import pytest
 from jax import lax
 
+from yolox_jax.ops import conv as conv_mod
 from yolox_jax.ops.conv import conv_general_dilated, kernel_grad_taps
 
 DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(autouse=True)
+def cpu_gemm_gradients():
+    conv_mod.use_cpu_gemm_gradients(True)
+    yield
+    conv_mod.use_cpu_gemm_gradients(False)
 
 
 @pytest.mark.parametrize("hw,cin,cout,k,stride", [

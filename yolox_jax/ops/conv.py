@@ -14,7 +14,7 @@ gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are g
 different summation order: results agree to float rounding.
 
 Only the plain case takes this path (2-D, NHWC / HWIO / NHWC, no dilation, one group); any
-other call goes straight to ``lax.conv_general_dilated``.
+other call goes straight to ``lax.conv_general_dilated``. Opt-in: ``use_cpu_gemm_gradients``.
 """
 from __future__ import annotations
 
@@ -146,12 +146,29 @@ def _conv_bwd(strides, pads, precision, res, g):
     return dx, dw
 
 
+_ENABLED = False
+
+
+def use_cpu_gemm_gradients(enabled: bool) -> None:
+    """Switch the CPU gradient formulation on or off for functions traced from now on
+    (``train.cpu_gemm_gradients`` in the config; off by default).
+
+    The gradients equal XLA's to float rounding (tests/ops/test_conv.py; 4e-6 relative on a
+    whole model), but SimOTA's discrete choices turn rounding into different trajectories:
+    on the synthetic e2e run three seeds gave AP50 0.27 / 0.45 / 0.00 with it against
+    0.57 / 0.32 / 0.30 without, too few runs to call a difference, too spread to make it the
+    default before a proper study."""
+    global _ENABLED
+    _ENABLED = bool(enabled)
+
+
 def _on_cpu() -> bool:
-    """Trace-time platform test. ``lax.platform_dependent`` would be the exact tool, but on
-    XLA:CPU it leaves a conditional around each gradient, and code inside conditionals ran
-    markedly slower there. Both branches compute the same values, so the choice only matters
-    for speed (a function traced for CPU but lowered for GPU keeps the CPU formulation)."""
-    return jax.default_backend() == "cpu"
+    """Trace-time platform test (and the opt-in). ``lax.platform_dependent`` would be the exact
+    tool, but on XLA:CPU it leaves a conditional around each gradient, and code inside
+    conditionals ran markedly slower there. Both branches compute the same values, so the
+    choice only matters for speed (a function traced for CPU but lowered for GPU keeps the CPU
+    formulation)."""
+    return _ENABLED and jax.default_backend() == "cpu"
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

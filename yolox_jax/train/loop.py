@@ -15,6 +15,7 @@ import numpy as np
 
 from yolox_jax import config as config_lib
 from yolox_jax.models.yolox import build_model
+from yolox_jax.ops import conv as conv_ops
 from yolox_jax.train import inputs
 from yolox_jax.train.checkpoint import Checkpointer, abstract_like, read_variables
 from yolox_jax.train.schedule import yolox_warm_cos_lr
@@ -199,6 +200,7 @@ def train(cfg: config_lib.Config) -> dict:
         phase = phase_of(0)
         iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
 
+    conv_ops.use_cpu_gemm_gradients(cfg.train.cpu_gemm_gradients)   # before the step is traced
     step_fn = jit_train_step(
         bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=cfg.train.ema,
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
