@@ -68,7 +68,7 @@ def _xla_conv(x, w, strides, pads, precision):
 
 def kernel_grad_taps(x, g, kernel_hw, strides, pads):
     """Kernel gradient as one GEMM per tap: x [B, H, W, Cin], g [B, Ho, Wo, Cout] (the output
-    cotangent) -> [kh, kw, Cin, Cout] in float32 accumulation, cast to x's dtype."""
+    cotangent) -> [kh, kw, Cin, Cout] float32 (accumulated in float32)."""
     kh, kw = kernel_hw
     b, ho, wo, co = g.shape
     ci = x.shape[3]
@@ -83,7 +83,7 @@ def kernel_grad_taps(x, g, kernel_hw, strides, pads):
                             (1, s0, s1, 1))
             taps.append(lax.dot_general(tap.reshape(n, ci), g2, (((0,), (0,)), ((), ())),
                                         preferred_element_type=jnp.float32))
-    return jnp.stack(taps).reshape(kh, kw, ci, co).astype(x.dtype)
+    return jnp.stack(taps).reshape(kh, kw, ci, co)
 
 
 def input_grad_strided(g, w, x_hw, strides, pads):
@@ -91,7 +91,7 @@ def input_grad_strided(g, w, x_hw, strides, pads):
     XLA:CPU): one GEMM ``dY @ W^T`` for all taps, then every stride-phase of the padded input
     sums its taps' contributions on a sub-grid, and the phases are interleaved.
 
-    g [B, Ho, Wo, Cout], w [kh, kw, Cin, Cout], x_hw (H, W) -> [B, H, W, Cin].
+    g [B, Ho, Wo, Cout], w [kh, kw, Cin, Cout], x_hw (H, W) -> [B, H, W, Cin] float32.
     """
     kh, kw, ci, co = w.shape
     b, ho, wo, _ = g.shape
@@ -116,7 +116,7 @@ def input_grad_strided(g, w, x_hw, strides, pads):
         phases.append(jnp.stack(row, axis=3))                        # [B, Hs, Ws, s1, Cin]
     full = jnp.stack(phases, axis=2)                                  # [B, Hs, s0, Ws, s1, Cin]
     full = full.reshape(b, hs * s0, ws * s1, ci)
-    return full[:, p0:p0 + x_hw[0], p1:p1 + x_hw[1]].astype(g.dtype)
+    return full[:, p0:p0 + x_hw[0], p1:p1 + x_hw[1]]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -130,18 +130,13 @@ def _conv_fwd(x, w, strides, pads, precision):
 
 def _conv_bwd(strides, pads, precision, res, g):
     x, w = res
-
-    def xla_input_grad(g, w):
-        _, vjp_x = jax.vjp(lambda x_: _xla_conv(x_, w, strides, pads, precision), x)
-        return vjp_x(g)[0]
-
+    _, vjp = jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)
     if not _on_cpu():
-        _, vjp = jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)
         return vjp(g)
-    if strides == (1, 1):   # a plain convolution, which XLA:CPU runs well
-        dx = xla_input_grad(g, w)
-    else:
-        dx = input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
+    # Stride 1: XLA's input gradient is a plain convolution, which XLA:CPU runs well (the kernel
+    # gradient it would also compute is unused, so XLA drops it).
+    dx = vjp(g)[0] if strides == (1, 1) else \
+        input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
     dw = kernel_grad_taps(x, g, w.shape[:2], strides, pads).astype(w.dtype)
     return dx, dw
 
