@@ -212,31 +212,19 @@ def find_torch_python(explicit):
     return cand if os.path.exists(cand) else None
 
 
-def run_torch(python, inputs, repeat, threads):
+def run_script(python, source, inputs, *args):
+    """Run ``source`` (one of the torch scripts above) as ``python script inputs.npz *args`` in a
+    subprocess; returns its last stdout line as JSON plus the foreground masks it saved."""
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "inputs.npz")
         np.savez(data, **inputs)
-        script = os.path.join(tmp, "loop.py")
+        script = os.path.join(tmp, "torch_script.py")
         with open(script, "w") as f:
-            f.write(TORCH_LOOP)
-        proc = subprocess.run([python, script, data, str(repeat), str(threads)],
-                              capture_output=True, text=True, check=True)
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["fg"] = np.load(data + ".fg.npy")
-        return result
-
-
-def run_official(python, src, inputs, repeat, threads):
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "inputs.npz")
-        np.savez(data, **inputs)
-        script = os.path.join(tmp, "official.py")
-        with open(script, "w") as f:
-            f.write(TORCH_OFFICIAL)
-        proc = subprocess.run([python, script, data, str(repeat), str(threads), src,
-                               str(Path(__file__).parent)], capture_output=True, text=True)
+            f.write(source)
+        proc = subprocess.run([python, script, data, *map(str, args)], capture_output=True,
+                              text=True)
         if proc.returncode:
-            raise RuntimeError(f"official yolox loop failed:\n{proc.stderr[-2000:]}")
+            raise RuntimeError(f"torch benchmark script failed:\n{proc.stderr[-2000:]}")
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result["fg"] = np.load(data + ".fg.npy")
         return result
@@ -311,15 +299,15 @@ def main(argv=None):
             ofn = jax.jit(jax.vmap(ota, in_axes=in_axes))
             row["ota_s"] = time_fn(lambda: jax.block_until_ready(ofn(*xs)), warmup=1, repeat=1)
         if torch_python:
-            tr = run_torch(torch_python, inputs, args.repeat, args.torch_threads)
+            tr = run_script(torch_python, TORCH_LOOP, inputs, args.repeat, args.torch_threads)
             row["torch_s"], row["torch_rss_mb"] = tr["seconds"], tr["maxrss_mb"]
             row["torch_agree"] = bool((tr["fg"] == np.asarray(out.fg_mask)).all())
             notes.append(f"torch {tr['torch']} ({tr['threads']} threads)")
         if torch_python and os.path.exists(os.path.join(args.yolox_src, "yolox", "models")):
             legacy, legacy_s, _, _ = compile_and_time(
                 partial(simota_batch, candidate_rule="box_or_center", with_max_iou=False), inputs)
-            off = run_official(torch_python, args.yolox_src, inputs, args.repeat,
-                               args.torch_threads)
+            off = run_script(torch_python, TORCH_OFFICIAL, inputs, args.repeat,
+                             args.torch_threads, args.yolox_src, Path(__file__).parent)
             row.update(legacy_s=legacy_s, official_s=off["seconds"],
                        official_agree=bool((off["fg"] == np.asarray(legacy.fg_mask)).all()))
         rows.append(row)
