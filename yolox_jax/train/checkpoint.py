@@ -90,6 +90,19 @@ def abstract_like(tree: Any, sharding=None):
     return jax.tree_util.tree_map(leaf, tree)
 
 
+def _local_target(state_dir: Path):
+    """Restore target for a saved state on this process's first device, whatever the topology
+    it was saved from (e.g. a checkpoint written by a multi-host run, read on one machine)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    tree = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+
+    def leaf(m):
+        if hasattr(m, "shape") and hasattr(m, "dtype"):
+            return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device)
+        return m
+    return jax.tree_util.tree_map(leaf, tree)
+
+
 def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step: int | None = None):
     """Model variables ``{"params", "batch_stats"}`` from one of our run or checkpoint folders.
 
@@ -109,8 +122,9 @@ def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no complete checkpoint under {path}")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                             config=ocp.args.JsonRestore()))
+    target = _local_target(path / str(step) / "state")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
     state = restored["state"]
     prefix = "ema_" if use_ema else ""
     variables = {"params": state[prefix + "params"], "batch_stats": state[prefix + "batch_stats"]}

@@ -125,10 +125,13 @@ def _official_variables(path: Path, cfg):
 
 
 def _log_digest(run_dir: Path, step: int, batch: dict):
+    """CRC of this process's host batch: batches.jsonl (process 0), batches.p<i>.jsonl (others)."""
     crc = 0
     for key in sorted(batch):
         crc = zlib.crc32(np.ascontiguousarray(batch[key]).tobytes(), crc)
-    with open(run_dir / "batches.jsonl", "a") as f:
+    i = jax.process_index()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ("batches.jsonl" if i == 0 else f"batches.p{i}.jsonl"), "a") as f:
         f.write(json.dumps({"step": step, "crc": crc}) + "\n")
 
 
@@ -243,7 +246,7 @@ def train(cfg: config_lib.Config) -> dict:
                 log.info("epoch %d: no-aug phase (mosaic/mixup off, L1 on)", epoch)
                 iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step)
             host_batch = next(iterator)
-            if r.log_batch_digests and jax.process_index() == 0:
+            if r.log_batch_digests:
                 _log_digest(run_dir, step, host_batch)
             batch = shard_batch(host_batch, mesh)
             size = multiscale_size(cfg, step)
