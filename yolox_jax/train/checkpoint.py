@@ -94,7 +94,7 @@ def _local_target(state_dir: Path):
     """Restore target for a saved state on this process's first device, whatever the topology
     it was saved from (e.g. a checkpoint written by a multi-host run, read on one machine)."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    tree = ocp.StandardCheckpointer().metadata(state_dir).item_metadata
+    tree = ocp.StandardCheckpointHandler().metadata(Path(state_dir))
 
     def leaf(m):
         if hasattr(m, "shape") and hasattr(m, "dtype"):
@@ -107,7 +107,8 @@ def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step
     """Model variables ``{"params", "batch_stats"}`` from one of our run or checkpoint folders.
 
     Accepts a run output folder, its ``checkpoints`` folder, a ``latest``/``best`` manager folder or
-    a step folder. Restores without a target (as saved), so no model needs building first.
+    a step folder. Restores onto this process's first device, with shapes and dtypes from the
+    saved metadata (whatever topology saved it), so no model needs building first.
     """
     path = Path(checkpoint_dir).absolute()
     if (path / "checkpoints").is_dir():
