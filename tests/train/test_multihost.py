@@ -5,7 +5,6 @@ The processes talk through JAX's CPU collectives (gloo), so this is the multi-ho
 shards, Orbax saving from every process), only with both "hosts" on one machine.
 """
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_step import worker_env
 
 STEP_WORKER = textwrap.dedent(r"""
     # argv: out.npz mode [process_id port]; mode "single" = 1 process x 4 devices,
@@ -27,33 +27,18 @@ STEP_WORKER = textwrap.dedent(r"""
     if mode == "multi":
         maybe_initialize_distributed("on", f"127.0.0.1:{sys.argv[4]}", 2, int(sys.argv[3]))
     assert jax.device_count() == 4 and jax.process_count() == (2 if mode == "multi" else 1)
-    from yolox_jax import build_model
-    from yolox_jax.train.schedule import yolox_warm_cos_lr
+    from tiny_step import tiny_problem
     from yolox_jax.train.sharding import jit_train_step, make_mesh, replicated, shard_batch
-    from yolox_jax.train.state import create_train_state, make_optimizer
-    from yolox_jax.train.step import bind_train_step
+    from yolox_jax.train.state import create_train_state
 
-    model = build_model("yolox-nano", num_classes=3, width=0.125)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, size=(8, 64, 96, 3)).astype(np.uint8)
-    labels = np.zeros((8, 6, 5), np.float32)
-    mask = np.zeros((8, 6), bool)
-    for b in range(8):
-        n = 1 + b % 4
-        wh = rng.uniform(8, 40, size=(n, 2))
-        cxy = rng.uniform(wh / 2, np.array([96, 64]) - wh / 2)
-        labels[b, :n] = np.concatenate([rng.integers(0, 3, (n, 1)), cxy, wh], 1)
-        mask[b, :n] = True
+    model, batch, tx, step = tiny_problem()
     p, n = jax.process_index(), jax.process_count()
     # Each process holds only its own rows of the global batch.
-    local = {"images": images, "labels": labels, "label_mask": mask}
-    local = {k: v[p * 8 // n:(p + 1) * 8 // n] for k, v in local.items()}
-    lr_fn = yolox_warm_cos_lr(0.01, 10, 10, warmup_epochs=0)
-    tx = make_optimizer(lr_fn)
+    local = {k: v[p * 8 // n:(p + 1) * 8 // n] for k, v in batch.items()}
     mesh = make_mesh()
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 96, 3)), train=False)
     state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(variables)
-    fn = jit_train_step(bind_train_step(model=model, tx=tx, lr_fn=lr_fn), mesh)
+    fn = jit_train_step(step, mesh)
     init = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
     losses = []
     for _ in range(2):
@@ -75,7 +60,7 @@ def _free_port():
 
 
 def _env():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = worker_env()
     env.pop("XLA_FLAGS", None)
     return env
 
