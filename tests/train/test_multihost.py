@@ -115,6 +115,9 @@ SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_ima
 
 
 @pytest.mark.slow
+@pytest.mark.skip(reason="known hang (issue 6): in a clean CI run process 0 never reached "
+                         "jax.distributed's shutdown barrier after the step-6 evaluation (passed "
+                         "in 3 of 4 runs); to be fixed before this runs in CI again")
 def test_train_cli_on_two_processes(tmp_path):
     """`yolox-jax train` as two processes: both finish, each reads its own data shard, the
     Orbax checkpoints written together by both are committed and restore, and the EMA model is
