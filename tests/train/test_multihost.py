@@ -60,7 +60,9 @@ def _free_port():
 
 
 def _env():
-    env = worker_env()
+    # Python stacks of every thread on stderr if a worker is aborted (e.g. by the coordination
+    # service on a barrier timeout), so that a hang shows where each process was.
+    env = worker_env(PYTHONFAULTHANDLER="1")
     env.pop("XLA_FLAGS", None)
     return env
 
@@ -115,9 +117,6 @@ SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_ima
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="known hang (issue 6): in a clean CI run process 0 never reached "
-                         "jax.distributed's shutdown barrier after the step-6 evaluation (passed "
-                         "in 3 of 4 runs); to be fixed before this runs in CI again")
 def test_train_cli_on_two_processes(tmp_path):
     """`yolox-jax train` as two processes: both finish, each reads its own data shard, the
     Orbax checkpoints written together by both are committed and restore, and the EMA model is

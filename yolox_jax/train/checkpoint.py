@@ -23,6 +23,7 @@ class Checkpointer:
             self.directory / "latest",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                  enable_async_checkpointing=async_save))
+        self._best_ap: float | None = None
         self.best = ocp.CheckpointManager(
             self.directory / "best",
             options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m["ap"],
@@ -41,13 +42,24 @@ class Checkpointer:
         return self.latest.save(step, args=self._save_args(state, data_iterator, config, meta),
                                 force=force)
 
+    def best_ap(self) -> float:
+        """AP of the checkpoint under ``best/`` (-inf if none), read from disk once per Checkpointer.
+
+        Read once, when no save is in flight, and then kept in memory: every process of a
+        multi-host run then takes the same decision in :meth:`save_best`, whose save is collective.
+        """
+        if self._best_ap is None:
+            step = self.best.best_step()
+            self._best_ap = float("-inf") if step is None else float(self.best.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"].get("ap", float("-inf")))
+        return self._best_ap
+
     def save_best(self, step: int, state, config: dict, meta: dict, ap: float) -> bool:
-        """Keep ``state`` under ``best/`` if ``ap`` beats the best so far."""
-        best_step = self.best.best_step()
-        if best_step is not None:
-            best_meta = self.best.restore(best_step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-            if ap <= best_meta["meta"].get("ap", float("-inf")):
-                return False
+        """Keep ``state`` under ``best/`` if ``ap`` beats the best so far (collective: call it on
+        every process with the same ``ap``)."""
+        if not ap > self.best_ap():
+            return False
+        self._best_ap = float(ap)
         return self.best.save(step, args=self._save_args(state, None, config, dict(meta, ap=ap)),
                               metrics={"ap": float(ap)}, force=True)
 

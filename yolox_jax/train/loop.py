@@ -244,6 +244,8 @@ def train(cfg: config_lib.Config) -> dict:
             if phase_of(epoch) != phase:
                 phase = phase_of(epoch)
                 log.info("epoch %d: no-aug phase (mosaic/mixup off, L1 on)", epoch)
+                checkpointer.wait()  # a save in flight may still read the old iterator's state
+                close_iterator(iterator)
                 iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step)
             host_batch = next(iterator)
             if r.log_batch_digests:
@@ -276,6 +278,8 @@ def train(cfg: config_lib.Config) -> dict:
                     or phase_of(epoch) == "no_aug")
                 if want_eval:
                     evaluation = evaluate_state(cfg, model, state, val_source)
+                    evaluation["AP50_95"], evaluation["AP50"] = agree_across_processes(
+                        [evaluation["AP50_95"], evaluation["AP50"]])
                     metric_log.write(step + 1, {"val/COCOAP50_95": evaluation["AP50_95"],
                                                 "val/COCOAP50": evaluation["AP50"]})
                     log.info("step %d: AP50:95 %.4f AP50 %.4f", step + 1, evaluation["AP50_95"],
@@ -293,9 +297,30 @@ def train(cfg: config_lib.Config) -> dict:
         bar.close()
         checkpointer.wait()
         checkpointer.close()
+        close_iterator(iterator)  # after the saves: they read the iterator's state
         metric_log.close()
     return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
             "run_dir": str(run_dir), "state": state}
+
+
+def close_iterator(iterator) -> None:
+    """Stop a data iterator's prefetch threads now rather than at interpreter exit (where joining
+    them runs before ``jax.distributed``'s shutdown barrier)."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+
+
+def agree_across_processes(values: list[float]) -> list[float]:
+    """Process 0's ``values`` on every process (exact float64), so that decisions taken from them
+    (keep a best checkpoint: a collective save) are the same everywhere. A no-op on one process."""
+    if jax.process_count() == 1:
+        return list(values)
+    from jax.experimental import multihost_utils
+
+    bits = np.asarray(values, np.float64).view(np.uint32)
+    bits = np.asarray(multihost_utils.broadcast_one_to_all(bits)).astype(np.uint32)
+    return [float(v) for v in bits.view(np.float64)]
 
 
 def evaluate_state(cfg, model, state, source) -> dict:
