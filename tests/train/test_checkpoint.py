@@ -30,6 +30,22 @@ def test_keeps_latest_n_and_best(tmp_path):
     ck.close()
 
 
+def test_best_ap_survives_a_restart(tmp_path):
+    """A new Checkpointer over an existing run compares against the AP kept on disk."""
+    ck = Checkpointer(tmp_path, keep=2, async_save=False)
+    assert ck.best_ap() == float("-inf")
+    assert ck.save_best(1, _state(1), {}, {"step": 1}, 0.3)
+    ck.wait()
+    ck.close()
+    ck = Checkpointer(tmp_path, keep=2, async_save=False)
+    assert ck.best_ap() == pytest.approx(0.3)
+    assert not ck.save_best(2, _state(2), {}, {"step": 2}, 0.3)   # a tie is not an improvement
+    assert ck.save_best(3, _state(3), {}, {"step": 3}, 0.4)
+    ck.wait()
+    assert ck.best.all_steps() == [3] and ck.best_ap() == pytest.approx(0.4)
+    ck.close()
+
+
 def test_interrupted_save_leaves_previous_checkpoint(tmp_path):
     ck = Checkpointer(tmp_path, keep=3, async_save=False)
     ck.save(1, _state(1), None, {}, {"step": 1})
