@@ -53,6 +53,30 @@ STEP_WORKER = textwrap.dedent(r"""
 """)
 
 
+CKPT_WORKER = textwrap.dedent(r"""
+    # argv: process_id port directory. Both managers of a Checkpointer save the same steps,
+    # asynchronously, one right after the other (what the loop does when the AP improves).
+    import os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    import jax, jax.numpy as jnp
+    from yolox_jax.train.sharding import maybe_initialize_distributed, make_mesh, replicated
+    maybe_initialize_distributed("on", f"127.0.0.1:{sys.argv[2]}", 2, int(sys.argv[1]))
+    from yolox_jax.train.checkpoint import Checkpointer
+    mesh = make_mesh()
+    make = jax.jit(lambda v: {"params": {"w": jnp.full((64, 64), v)}, "batch_stats": {},
+                              "ema_params": {"w": jnp.full((64, 64), v)}, "ema_batch_stats": {}},
+                   out_shardings=replicated(mesh))
+    ck = Checkpointer(sys.argv[3], keep=2)
+    for step in range(1, 9):
+        state = make(jnp.float32(step))
+        assert ck.save_best(step, state, {}, {"step": step}, float(step))
+        ck.save(step, state, None, {}, {"step": step})
+    ck.wait()
+    ck.close()
+    print("OK", jax.process_index())
+""")
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,6 +130,25 @@ def test_two_processes_equal_one_process(tmp_path):
     # The weights really moved (by far more than the tolerance): the comparison is not between
     # two copies of the init.
     assert float(s["moved"]) > 1e-3 and float(m0["moved"]) > 1e-3
+
+
+@pytest.mark.slow
+def test_two_processes_save_latest_and_best_of_the_same_step(tmp_path):
+    """Regression: Orbax names an async save's barriers after the step folder, so `latest/3` and
+    `best/3` saved together by two processes shared barrier keys and a save hung; each manager
+    now has its own barrier-key prefix. Both processes finish, and both managers keep what
+    they should."""
+    port = _free_port()
+    _run_pair(lambda pid: [sys.executable, "-c", CKPT_WORKER, str(pid), str(port),
+                           str(tmp_path / "ck")], timeout=300)
+    from yolox_jax.train.checkpoint import Checkpointer
+
+    ck = Checkpointer(tmp_path / "ck", async_save=False)
+    try:
+        assert ck.latest.all_steps() == [7, 8] and ck.best.all_steps() == [8]
+        assert ck.best_ap() == 8.0
+    finally:
+        ck.close()
 
 
 SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=48",

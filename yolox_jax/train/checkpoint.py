@@ -19,16 +19,24 @@ import orbax.checkpoint as ocp
 class Checkpointer:
     def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True):
         self.directory = Path(directory).absolute()
+        # Each manager gets its own barrier-key prefix. Orbax names the barriers of an async save
+        # after the step folder ("async_write_complete.3.orbax-checkpoint-tmp"), so without
+        # prefixes the two managers saving the same step at once share barrier keys across the
+        # processes of a multi-host run, and a save can hang (seen: latest/3 never committed).
         self.latest = ocp.CheckpointManager(
             self.directory / "latest",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=async_save))
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    barrier_sync_key_prefix="yolox_jax_latest")))
         self._best_ap: float | None = None
         self.best = ocp.CheckpointManager(
             self.directory / "best",
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m["ap"],
-                                                 best_mode="max",
-                                                 enable_async_checkpointing=async_save))
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, create=True, best_fn=lambda m: m["ap"], best_mode="max",
+                enable_async_checkpointing=async_save,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    barrier_sync_key_prefix="yolox_jax_best")))
 
     @staticmethod
     def _save_args(state, data_iterator, config: dict, meta: dict):
