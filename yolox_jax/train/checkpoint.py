@@ -23,20 +23,15 @@ class Checkpointer:
         # after the step folder ("async_write_complete.3.orbax-checkpoint-tmp"), so without
         # prefixes the two managers saving the same step at once share barrier keys across the
         # processes of a multi-host run, and a save can hang (seen: latest/3 never committed).
-        self.latest = ocp.CheckpointManager(
-            self.directory / "latest",
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+        def manager(name, **options):
+            return ocp.CheckpointManager(self.directory / name, options=ocp.CheckpointManagerOptions(
+                create=True, enable_async_checkpointing=async_save,
                 multiprocessing_options=ocp.options.MultiprocessingOptions(
-                    barrier_sync_key_prefix="yolox_jax_latest")))
+                    barrier_sync_key_prefix=f"yolox_jax_{name}"), **options))
+
+        self.latest = manager("latest", max_to_keep=keep)
+        self.best = manager("best", max_to_keep=1, best_fn=lambda m: m["ap"], best_mode="max")
         self._best_ap: float | None = None
-        self.best = ocp.CheckpointManager(
-            self.directory / "best",
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, best_fn=lambda m: m["ap"], best_mode="max",
-                enable_async_checkpointing=async_save,
-                multiprocessing_options=ocp.options.MultiprocessingOptions(
-                    barrier_sync_key_prefix="yolox_jax_best")))
 
     @staticmethod
     def _save_args(state, data_iterator, config: dict, meta: dict):

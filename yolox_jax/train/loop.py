@@ -244,8 +244,7 @@ def train(cfg: config_lib.Config) -> dict:
             if phase_of(epoch) != phase:
                 phase = phase_of(epoch)
                 log.info("epoch %d: no-aug phase (mosaic/mixup off, L1 on)", epoch)
-                checkpointer.wait()  # a save in flight may still read the old iterator's state
-                close_iterator(iterator)
+                close_iterator(iterator)  # saves read its state synchronously, so none needs it
                 iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step)
             host_batch = next(iterator)
             if r.log_batch_digests:
@@ -297,15 +296,14 @@ def train(cfg: config_lib.Config) -> dict:
         bar.close()
         checkpointer.wait()
         checkpointer.close()
-        close_iterator(iterator)  # after the saves: they read the iterator's state
+        close_iterator(iterator)
         metric_log.close()
     return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
             "run_dir": str(run_dir), "state": state}
 
 
 def close_iterator(iterator) -> None:
-    """Stop a data iterator's prefetch threads now rather than at interpreter exit (where joining
-    them runs before ``jax.distributed``'s shutdown barrier)."""
+    """Stop a data iterator's prefetch threads now instead of leaving them to interpreter exit."""
     close = getattr(iterator, "close", None)
     if close is not None:
         close()
