@@ -20,8 +20,11 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    from yolox_jax.train import host_malloc
+
+    malloc = "glibc malloc tuned for XLA" if host_malloc.applied() else "default malloc"
     return (f"{dev.platform}:{getattr(dev, 'device_kind', '')} | {cpu} x{os.cpu_count()} | "
-            f"jax {jax.__version__} | {datetime.date.today().isoformat()}")
+            f"jax {jax.__version__} | {malloc} | {datetime.date.today().isoformat()}")
 
 
 def time_fn(fn, *, warmup: int = 1, repeat: int = 5):

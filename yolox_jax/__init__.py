@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import importlib
 
+from yolox_jax.train import host_malloc as _host_malloc
+
+# Before any JAX backend exists: let XLA:CPU reuse its step buffers (see train/host_malloc.py).
+_host_malloc.apply_default()
+
 __version__ = "0.1.0"
 
 _ATTRS = {
