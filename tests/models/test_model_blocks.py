@@ -92,6 +92,27 @@ def test_max_pool_pads_with_neg_inf():
         np.testing.assert_array_equal(y, ref)
 
 
+def test_max_pool_gradient_goes_to_the_first_maximum_in_row_major_order():
+    """PyTorch's MaxPool2d backward: each output's gradient goes to its window's first maximum
+    (row-major scan). Small integers make ties common, so the order is really tested."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, size=(2, 7, 9, 3)).astype(np.float32)
+    up = rng.normal(size=x.shape).astype(np.float32)
+    for k in (5, 9, 13):
+        p = k // 2
+        g = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(max_pool_same(x, k) * up)))(x))
+        xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-np.inf)
+        ref = np.zeros((x.shape[0], x.shape[1] + 2 * p, x.shape[2] + 2 * p, x.shape[3]),
+                       np.float32)
+        for b in range(x.shape[0]):
+            for c in range(x.shape[3]):
+                for i in range(x.shape[1]):
+                    for j in range(x.shape[2]):
+                        di, dj = divmod(int(np.argmax(xp[b, i:i + k, j:j + k, c])), k)
+                        ref[b, i + di, j + dj, c] += up[b, i, j, c]
+        np.testing.assert_allclose(g, ref[:, p:-p, p:-p], rtol=1e-6, atol=1e-6)
+
+
 def test_space_to_depth_uses_official_block_order():
     x = np.arange(1 * 4 * 6 * 3, dtype=np.float32).reshape(1, 4, 6, 3)
     y = np.asarray(space_to_depth(jnp.asarray(x)))

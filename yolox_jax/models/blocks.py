@@ -61,11 +61,18 @@ def max_pool_same(x, k: int):
     """Stride-1 k x k max-pool padded with -inf (k//2 each side): [B, H, W, C] -> same shape.
 
     -inf padding (PyTorch MaxPool2d semantics) means the border never wins, even for negative maps.
+    Computed separably, a 1 x k max along W and then a k x 1 max along H: the same values as the
+    k x k window, with 2k instead of k**2 comparisons per element (and per element of its
+    gradient: XLA:CPU spent ~10 % of a yolox-tiny train step in the SPP's 13 x 13 / 9 x 9
+    windows). The gradient still goes to the first maximum in row-major window order, as
+    PyTorch's: the W pass picks the leftmost maximum of each row, the H pass the topmost row.
     """
     p = k // 2
     # A Python-scalar init keeps reduce_window recognisable as a max-pool for reverse-mode autodiff.
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, 1, 1, 1),
-                                 ((0, 0), (p, p), (p, p), (0, 0)))
+    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, k, 1), (1, 1, 1, 1),
+                              ((0, 0), (0, 0), (p, p), (0, 0)))
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, 1, 1), (1, 1, 1, 1),
+                                 ((0, 0), (p, p), (0, 0), (0, 0)))
 
 
 class BatchNorm(nn.Module):
