@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from yolox_jax.nms import nms
-from yolox_jax.ops.nms import nms_batched
+from yolox_jax.ops.nms import _integer_cumsum, first_max_rows, nms_batched
 
 
 # ----------------------------------------------------------------------------- oracles
@@ -170,6 +170,39 @@ def test_soft_nms_drops_boxes_below_score_threshold():
     idx, s, v = nms(boxes, scores, 0.5, max_output=3, method="linear", score_threshold=0.01)
     np.testing.assert_array_equal(np.asarray(idx), [0, 2, 1])
     np.testing.assert_allclose(np.asarray(s), [0.9, 0.2, 0.8 * 0.1], rtol=1e-5)
+
+
+def test_gaussian_soft_nms_keeps_zero_scores_at_threshold_zero():
+    """Zero scores have no logarithm (the Gaussian path decays log-scores): at score_threshold 0
+    they are still candidates, visited after every positive score, in index order, score 0."""
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9], [40, 40, 50, 50], [60, 60, 70, 70]],
+                     np.float32)
+    scores = np.array([0.0, 0.8, 0.0, 0.3], np.float32)
+    idx, s, v = nms(boxes, scores, 0.5, max_output=5, method="gaussian", score_threshold=0.0)
+    want, want_s = np_soft_nms(boxes, scores, 0.5, 5, None, 0.0, "gaussian", 0.5)
+    np.testing.assert_array_equal(want, [1, 3, 0, 2])
+    np.testing.assert_array_equal(np.asarray(idx), [1, 3, 0, 2, -1])
+    np.testing.assert_array_equal(np.asarray(v), [True] * 4 + [False])
+    np.testing.assert_allclose(np.asarray(s)[:4], want_s, rtol=1e-6)
+
+
+@pytest.mark.parametrize("m", [1, 5, 63, 64, 65, 200, 2048])
+def test_first_max_rows_is_first_argmax(m):
+    rng = np.random.default_rng(m)
+    s = rng.integers(0, 4, size=(6, m)).astype(np.float32)   # many ties
+    s[1] = -np.inf                                            # a dead row
+    s[2, -1] = 10.0                                           # maximum in the last column
+    s[3] = np.where(rng.random(m) < 0.7, -np.inf, s[3])
+    idx, top = jax.jit(first_max_rows)(jnp.asarray(s))
+    np.testing.assert_array_equal(np.asarray(top), s.max(axis=1))
+    np.testing.assert_array_equal(np.asarray(idx), np.argmax(s, axis=1))
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 257, 8400, 70001])
+def test_integer_cumsum_is_exact(n):
+    flags = np.random.default_rng(n).random(n) < 0.6
+    got = np.asarray(jax.jit(_integer_cumsum)(jnp.asarray(flags, jnp.float32)))
+    np.testing.assert_array_equal(got, np.cumsum(flags))
 
 
 # ----------------------------------------------------------------------------- degenerate input
