@@ -319,52 +319,67 @@ def _bucket_sizes(n):
 
 
 def _integer_cumsum(x, block=16):
-    """Inclusive cumulative sum of integer-valued float32 x [N] -> float32 [N] (exact while the
-    total is below 2**24).
+    """Inclusive cumulative sum over the last axis of integer-valued float32 x [..., N] ->
+    float32 [..., N] (exact while the total is below 2**24).
 
     Blocks of ``block`` summed with one small triangular matmul each, then the block totals the
     same way (recursively): on XLA:CPU a few small dots beat both ``jnp.cumsum`` (a
     reduce-window) and ``lax.associative_scan`` (~30 slice/add kernels) by 2-4x. HIGHEST
     precision keeps the dot exact on TPU/GPU too (no bf16 / TF32 passes).
     """
-    n = x.shape[0]
+    *lead, n = x.shape
     nb = -(-n // block)
-    xb = jnp.pad(x, (0, nb * block - n)).reshape(nb, block)
+    xb = jnp.pad(x, [(0, 0)] * len(lead) + [(0, nb * block - n)]).reshape(*lead, nb, block)
     upper = jnp.triu(jnp.ones((block, block), x.dtype))
-    within = jnp.dot(xb, upper, precision=lax.Precision.HIGHEST)                 # [nb, block]
+    within = jnp.matmul(xb, upper, precision=lax.Precision.HIGHEST)          # [..., nb, block]
     if nb > 1:
-        totals = within[:, -1]
-        within = within + (_integer_cumsum(totals, block) - totals)[:, None]
-    return within.reshape(-1)[:n]
+        totals = within[..., -1]
+        within = within + (_integer_cumsum(totals, block) - totals)[..., None]
+    return within.reshape(*lead, nb * block)[..., :n]
 
 
-def _compact(boxes, scores, class_src, cand, *, size, class_start):
-    """One image's candidates, in index order, in ``size`` rows: (order [S] int32, boxes [S, 4],
-    scores [S], labels [S], cand [S]). Order-preserving, so ties still go to the lower index."""
-    n = scores.shape[0]
+def _compact(boxes, scores, class_src, cand, count, *, size, class_start):
+    """Each image's candidates, in index order, in ``size`` rows.
+
+    boxes [B, N, 4], scores [B, N], class_src [B, N, D] (see _labels), cand [B, N], count
+    [B, N] int32: the inclusive running count of candidates (see _running_count) ->
+    (order [B, S] int32, boxes [B, S, 4], scores [B, S], labels [B, S], cand [B, S]).
+    Order-preserving, so ties still go to the lower index. The scatter and the gathers run on
+    the flattened batch (one index column, no batch-index pairs to build).
+    """
+    b, n = scores.shape
     if size < n:
         # Stable compaction: candidate i goes to row (number of candidates before i).
-        rank = _integer_cumsum(cand.astype(jnp.float32)).astype(jnp.int32) - 1
-        order = jnp.zeros(size, jnp.int32).at[jnp.where(cand, rank, size)].set(
-            jnp.arange(n, dtype=jnp.int32), mode="drop")
-        c_cand = jnp.arange(size) <= rank[-1]
+        rank = count - 1                                                             # [B, N]
+        base = jnp.arange(b, dtype=jnp.int32)[:, None]
+        slot = jnp.where(cand, base * size + rank, b * size)
+        source = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+        order = jnp.zeros(b * size, jnp.int32).at[slot.reshape(-1)].set(
+            source.reshape(-1), mode="drop").reshape(b, size)
+        c_cand = jnp.arange(size)[None, :] <= rank[:, -1:]
     else:
-        order, c_cand = jnp.arange(n, dtype=jnp.int32), cand
-    labels = _labels(class_src, order, class_start)
+        order, c_cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n)), cand
+    flat = (order + jnp.arange(b, dtype=jnp.int32)[:, None] * n).reshape(-1)
+    labels = _labels(class_src.reshape(b * n, -1), flat, class_start).reshape(b, -1)
     # One row gather for boxes and scores together (XLA:CPU gathers cost per call).
-    rows = jnp.concatenate([boxes, scores[:, None]], axis=1)[order]
-    return order, rows[:, :4], rows[:, 4], labels, c_cand
+    rows = jnp.concatenate([boxes, scores[..., None]], axis=2).reshape(b * n, 5)[flat]
+    rows = rows.reshape(b, -1, 5)
+    return order, rows[..., :4], rows[..., 4], labels, c_cand
 
 
-def _soft_compacted(boxes, scores, class_src, cand, *, size, iou_threshold, max_output,
+def _running_count(cand):
+    """Inclusive running count of the candidates of each row: cand [B, N] bool -> [B, N] int32."""
+    return _integer_cumsum(cand.astype(jnp.float32)).astype(jnp.int32)
+
+
+def _soft_compacted(boxes, scores, class_src, cand, count, *, size, iou_threshold, max_output,
                     score_threshold, method, sigma, class_start):
     """Soft-NMS on a batch after compacting each image's candidates into ``size`` rows.
 
     Compaction keeps the original index order, so ties in decayed scores go to the lower index.
     """
-    order, c_boxes, c_scores, labels, c_cand = jax.vmap(
-        functools.partial(_compact, size=size, class_start=class_start))(
-            boxes, scores, class_src, cand)
+    order, c_boxes, c_scores, labels, c_cand = _compact(
+        boxes, scores, class_src, cand, count, size=size, class_start=class_start)
     pos, out_scores, valid = _soft(c_boxes, c_scores, labels, c_cand, iou_threshold,
                                    max_output, score_threshold, method, sigma)
     idx = jnp.where(valid, jnp.take_along_axis(order, jnp.maximum(pos, 0), axis=1), -1)
@@ -423,12 +438,14 @@ def nms_core(boxes_xyxy, scores, class_src, iou_threshold, *, max_output, score_
     sizes = _bucket_sizes(n)
     branches = [lambda ops, size=size: functools.partial(kernel, size=size)(*ops)
                 for size in sizes]
-    ops = (boxes_xyxy, scores, class_src, cand)
+    # The running count serves both the bucket choice (its last column) and the compaction.
+    count = _running_count(cand)
+    ops = (boxes_xyxy, scores, class_src, cand, count)
     if len(sizes) == 1:
         return branches[0](ops)
     # Soft-NMS visits every candidate at every step: run it on the smallest bucket that holds
     # all candidates of every image (a real branch, since the index is not batched here).
-    most = jnp.max(jnp.sum(cand, axis=1))
+    most = jnp.max(count[:, -1])
     which = jnp.sum(jnp.asarray(sizes[:-1]) < most)
     return lax.switch(which, branches, ops)
 
