@@ -28,7 +28,11 @@ which are real. Two kernels:
     class when class-aware) and the decay is applied only where ``iou > iou_threshold``.
 
   A box whose decayed score falls below ``score_threshold`` is dropped. Scores only decrease,
-  so the recorded rows come out sorted by score.
+  so the recorded rows come out sorted by score. The Gaussian method with a fixed sigma decays
+  log-scores (``log s -= iou**2 / sigma``, no ``exp`` in the loop; the reported scores are
+  ``exp(log s)``, equal to the product form to a few float32 ulps; scores <= 0 rank last and
+  are reported as 0). Each step finds the first maximum in two levels (block maxima, then one
+  block), so only one pass reads all candidates (see ``_soft``, ``first_max_rows``).
 
 Class-aware NMS (``classes`` given) is exactly "run the class-agnostic algorithm on each class
 separately and merge the outputs by score": IoU between boxes of different classes is treated as
@@ -48,7 +52,8 @@ that holds them all, chosen with ``lax.switch`` (a real branch when the call is 
 vmapped). The bucket always holds every candidate, so this never changes the result. When
 ``nms`` itself is ``vmap``-ed the switch becomes a select and every bucket runs; batch callers
 should use :func:`nms_batched` (what ``postprocess`` uses), which picks one bucket per batch.
-Class labels must be exactly representable as float32 (|label| < 2**24) in Soft-NMS.
+The running count behind the compaction is an exact block-matmul cumsum (``_integer_cumsum``).
+Class labels and candidate counts must be exactly representable as float32 (< 2**24).
 """
 from __future__ import annotations
 
