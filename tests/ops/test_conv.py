@@ -12,7 +12,9 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.fixture(autouse=True)
-def cpu_gemm_gradients():
+def cpu_gemm_gradients(monkeypatch):
+    # The small test layers are below the size where the trainer would take this path.
+    monkeypatch.setattr(conv_mod, "MIN_TAP_FLOPS", 0)
     conv_mod.use_cpu_gemm_gradients(True)
     yield
     conv_mod.use_cpu_gemm_gradients(False)
@@ -70,3 +72,22 @@ def test_other_convolutions_fall_back_to_lax():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     y = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=4)
     assert y.shape == (1, 8, 8, 4)
+
+
+def test_small_layers_keep_xla_gradients(monkeypatch):
+    """Below MIN_TAP_FLOPS per tap GEMM the call is lax's own convolution (no custom VJP)."""
+    monkeypatch.setattr(conv_mod, "MIN_TAP_FLOPS", 25e6)
+
+    def traced(b, hw, cin, cout, stride):
+        x = jax.ShapeDtypeStruct((b, hw, hw, cin), jnp.float32)
+        w = jax.ShapeDtypeStruct((3, 3, cin, cout), jnp.float32)
+        dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
+        return str(jax.make_jaxpr(lambda x, w: conv_general_dilated(
+            x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=dn))(x, w))
+
+    # 2 * 16*20*20 * 32*32 = 13 MFLOP per tap: XLA's gradients; 2 * 8*52*52 * 48*48 = 100 MFLOP:
+    # the GEMM path; a stride-2 layer counts its output positions.
+    assert "custom_vjp" not in traced(16, 20, 32, 32, 1)
+    assert "custom_vjp" in traced(8, 52, 48, 48, 1)
+    assert "custom_vjp" not in traced(8, 104, 24, 24, 2)      # 2 * 8*52*52 * 576 = 24.9 M
+    assert "custom_vjp" in traced(8, 104, 24, 48, 2)

@@ -13,8 +13,9 @@ slow on CPU) is one GEMM ``dY @ W^T`` plus a sum of shifted tap contributions pe
 gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are good at them. Same math,
 different summation order: results agree to float rounding.
 
-Only the plain case takes this path (2-D, NHWC / HWIO / NHWC, no dilation, one group); any
-other call goes straight to ``lax.conv_general_dilated``. Switched by ``use_cpu_gemm_gradients``
+Only the plain case takes this path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
+for layers big enough to gain (``MIN_TAP_FLOPS``); any other call goes straight to
+``lax.conv_general_dilated``. Switched by ``use_cpu_gemm_gradients``
 (the trainer turns it on from ``train.cpu_gemm_gradients``, default true).
 """
 from __future__ import annotations
@@ -45,6 +46,21 @@ def _plain(x, w, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature
     return tuple(have) == tuple(want)
 
 
+# Below this many FLOPs per kernel-tap GEMM (2 * B*Ho*Wo * Cin * Cout) XLA's own gradients win:
+# nine small GEMMs plus their strided slices cost more in per-kernel overhead than XLA's slow
+# kernel gradient loses. Measured per layer (forward-free vjp, 2-core CPU, session 5): at 6.5-13
+# MFLOP per tap the GEMM path was 0.54-1.06x XLA's speed, at 52 MFLOP and above 1.05-4.5x.
+MIN_TAP_FLOPS = 25e6
+
+
+def _tap_flops(x_shape, w_shape, strides, padding):
+    b, h, w, ci = x_shape
+    kh, kw, _, co = w_shape
+    ho = (h + padding[0][0] + padding[0][1] - kh) // strides[0] + 1
+    wo = (w + padding[1][0] + padding[1][1] - kw) // strides[1] + 1
+    return 2.0 * b * ho * wo * ci * co
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
@@ -52,7 +68,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient."""
     if preferred_element_type is None and _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation,
                                                  dimension_numbers, feature_group_count,
-                                                 batch_group_count):
+                                                 batch_group_count) \
+            and _tap_flops(lhs.shape, rhs.shape, window_strides, padding) >= MIN_TAP_FLOPS:
         pads = tuple((int(lo), int(hi)) for lo, hi in padding)
         return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
     return lax.conv_general_dilated(
