@@ -11,7 +11,13 @@ import importlib
 from yolox_jax.train import host_malloc as _host_malloc
 
 # Before any JAX backend exists: let XLA:CPU reuse its step buffers (see train/host_malloc.py).
-_host_malloc.apply_default()
+# A tuning, never a reason for the import to fail.
+try:
+    _host_malloc.apply_default()
+except Exception as _err:  # noqa: BLE001
+    import logging as _logging
+
+    _logging.getLogger(__name__).warning("glibc malloc tuning skipped: %s", _err)
 
 __version__ = "0.1.0"
 
