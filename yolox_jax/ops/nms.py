@@ -105,9 +105,7 @@ def first_max_rows(s, block=64):
     """
     b, m = s.shape
     if m <= block:
-        top = jnp.max(s, axis=1)
-        iota = jnp.arange(m, dtype=jnp.int32)
-        return jnp.min(jnp.where(s == top[:, None], iota, m), axis=1).astype(jnp.int32), top
+        return first_argmax(s), jnp.max(s, axis=1)
     nb = -(-m // block)
     if nb * block != m:
         s = jnp.pad(s, ((0, 0), (0, nb * block - m)), constant_values=-jnp.inf)
@@ -367,8 +365,11 @@ def _compact(boxes, scores, class_src, cand, count, *, size, class_start, with_l
         order = jnp.zeros(b * size, jnp.int32).at[slot.reshape(-1)].set(
             source.reshape(-1), mode="drop").reshape(b, size)
         c_cand = jnp.arange(size)[None, :] <= rank[:, -1:]
-    else:
-        order, c_cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n)), cand
+    else:  # the bucket is all N: nothing to move
+        order = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
+        labels = (_labels(class_src.reshape(b * n, -1), order.reshape(-1), class_start)
+                  .reshape(b, n) if with_labels else None)
+        return order, boxes, scores, labels, cand
     flat = (order + jnp.arange(b, dtype=jnp.int32)[:, None] * n).reshape(-1)
     labels = (_labels(class_src.reshape(b * n, -1), flat, class_start).reshape(b, -1)
               if with_labels else None)
@@ -383,6 +384,12 @@ def _running_count(cand):
     return _integer_cumsum(cand.astype(jnp.float32)).astype(jnp.int32)
 
 
+def _original_index(order, pos, valid):
+    """Positions in the compacted rows [B, K] -> indices into the inputs (-1 where not valid)."""
+    idx = jnp.where(valid, jnp.take_along_axis(order, jnp.maximum(pos, 0), axis=1), -1)
+    return idx.astype(jnp.int32)
+
+
 def _soft_compacted(boxes, scores, class_src, cand, count, *, size, iou_threshold, max_output,
                     score_threshold, method, sigma, class_start):
     """Soft-NMS on a batch after compacting each image's candidates into ``size`` rows.
@@ -393,12 +400,11 @@ def _soft_compacted(boxes, scores, class_src, cand, count, *, size, iou_threshol
         boxes, scores, class_src, cand, count, size=size, class_start=class_start)
     pos, out_scores, valid = _soft(c_boxes, c_scores, labels, c_cand, iou_threshold,
                                    max_output, score_threshold, method, sigma)
-    idx = jnp.where(valid, jnp.take_along_axis(order, jnp.maximum(pos, 0), axis=1), -1)
-    return idx.astype(jnp.int32), out_scores, valid
+    return _original_index(order, pos, valid), out_scores, valid
 
 
 def _hard_compacted(boxes, scores, class_src, cand, count, *, size, iou_threshold, max_output,
-                    class_start, **_):
+                    class_start):
     """Hard NMS on a batch after the same compaction: every tile's ``lax.top_k`` then runs over
     the bucket instead of all N anchors (top_k was a quarter of the stage over 8400 anchors).
     Order-preserving, so ties still go to the lower index: the kept boxes are unchanged."""
@@ -415,8 +421,7 @@ def _hard_compacted(boxes, scores, class_src, cand, count, *, size, iou_threshol
         with_labels=False)
     pos, out_scores, valid = jax.vmap(functools.partial(hard, class_start=class_start))(
         c_boxes, c_scores, class_src, c_cand, src_index=order)
-    idx = jnp.where(valid, jnp.take_along_axis(order, jnp.maximum(pos, 0), axis=1), -1)
-    return idx.astype(jnp.int32), out_scores, valid
+    return _original_index(order, pos, valid), out_scores, valid
 
 
 def _check_args(method, sigma, max_output):
@@ -458,10 +463,11 @@ def nms_core(boxes_xyxy, scores, class_src, iou_threshold, *, max_output, score_
     scores = jnp.asarray(scores)
     n = scores.shape[1]
     cand = jnp.isfinite(scores) & (scores >= score_threshold)
-    kernel = functools.partial(_hard_compacted if method == "hard" else _soft_compacted,
-                               iou_threshold=iou_threshold, max_output=int(max_output),
-                               score_threshold=score_threshold, method=method, sigma=sigma,
-                               class_start=class_start)
+    common = dict(iou_threshold=iou_threshold, max_output=int(max_output),
+                  class_start=class_start)
+    kernel = (functools.partial(_hard_compacted, **common) if method == "hard" else
+              functools.partial(_soft_compacted, **common, score_threshold=score_threshold,
+                                method=method, sigma=sigma))
     sizes = _bucket_sizes(n)
     branches = [lambda ops, size=size: functools.partial(kernel, size=size)(*ops)
                 for size in sizes]
