@@ -111,7 +111,8 @@ def first_max_rows(s, block=64):
         s = jnp.pad(s, ((0, 0), (0, nb * block - m)), constant_values=-jnp.inf)
     blocks = s.reshape(b, nb, block)
     block_max = jnp.max(blocks, axis=2)                                            # [B, nb]
-    top = jnp.max(block_max, axis=1)                                               # [B]
+    # The barrier stops XLA from folding max(max(blocks)) back into a second full pass over s.
+    top = jnp.max(lax.optimization_barrier(block_max), axis=1)                     # [B]
     jb = jnp.min(jnp.where(block_max == top[:, None], jnp.arange(nb, dtype=jnp.int32), nb - 1),
                  axis=1)
     row = jnp.take_along_axis(blocks, jb[:, None, None], axis=1)[:, 0]             # [B, block]
@@ -254,7 +255,7 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
     table = jnp.stack([boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3],
                        _areas(boxes), classes.astype(boxes.dtype)], axis=1)
     x1, y1, x2, y2, areas, cls_f = (table[:, j] for j in range(6))
-    iota = jnp.arange(m, dtype=jnp.int32)[None, :]
+    rows = jnp.arange(b)
     if log_domain:
         lowest = jnp.finfo(scores.dtype).min
         floor = jnp.log(jnp.asarray(score_threshold, scores.dtype))  # -inf at 0, NaN below
@@ -274,11 +275,11 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         entry = jnp.stack([jnp.where(live, best, -1).astype(s.dtype),
                            jnp.where(live, top, -jnp.inf if log_domain else 0.0)], axis=1)
         record = lax.dynamic_update_slice_in_dim(record, entry[:, None, :], i, 1)
-        s = jnp.where(iota == best[:, None], -jnp.inf, s)
+        # One element per image: a scatter, not a compare-and-select over all M candidates
+        # (an idle image "removes" position 0, which is already -inf).
+        s = s.at[rows, best].set(-jnp.inf)
         sel = jnp.take_along_axis(table, best[:, None, None], axis=2)
         bx1, by1, bx2, by2, barea, bcls = (sel[:, j] for j in range(6))              # [B, 1]
-        alive = s > -jnp.inf
-        affected = alive & (cls_f == bcls)
         # Same arithmetic as _iou (torchvision's), one row. Where the boxes do not intersect
         # the decay is exactly 1 (so 0/0 for two zero-area boxes needs no special value there).
         w = jnp.maximum(jnp.minimum(bx2, x2) - jnp.maximum(bx1, x1), 0.0)
@@ -286,9 +287,13 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         inter = w * h
         iou = inter / (barea + areas - inter)
         if log_domain:
-            s = jnp.where(affected & (inter > 0), s - (iou * iou) * inv_sigma, s)
-            s = jnp.where(alive & (s < floor), -jnp.inf, s)
+            # No liveness test needed: a removed box (-inf) stays -inf under "- finite >= 0",
+            # and "< floor" leaves it -inf too. Two fewer operations on every candidate.
+            s = jnp.where((cls_f == bcls) & (inter > 0), s - (iou * iou) * inv_sigma, s)
+            s = jnp.where(s < floor, -jnp.inf, s)
         else:
+            alive = s > -jnp.inf
+            affected = alive & (cls_f == bcls)
             iou = jnp.where(jnp.isnan(iou), 0.0, iou)
             if method == "linear":
                 decay = jnp.where(iou > iou_threshold, 1.0 - iou, 1.0)
@@ -373,10 +378,11 @@ def _compact(boxes, scores, class_src, cand, count, *, size, class_start, with_l
     flat = (order + jnp.arange(b, dtype=jnp.int32)[:, None] * n).reshape(-1)
     labels = (_labels(class_src.reshape(b * n, -1), flat, class_start).reshape(b, -1)
               if with_labels else None)
-    # One row gather for boxes and scores together (XLA:CPU gathers cost per call).
-    rows = jnp.concatenate([boxes, scores[..., None]], axis=2).reshape(b * n, 5)[flat]
-    rows = rows.reshape(b, -1, 5)
-    return order, rows[..., :4], rows[..., 4], labels, c_cand
+    # Separate gathers: gathering [B*N, 5] rows would first need a concatenated copy of all
+    # B*N boxes and scores, which cost more than the second gather (session 6).
+    c_boxes = boxes.reshape(b * n, 4)[flat].reshape(b, -1, 4)
+    c_scores = scores.reshape(b * n)[flat].reshape(b, -1)
+    return order, c_boxes, c_scores, labels, c_cand
 
 
 def _running_count(cand):
