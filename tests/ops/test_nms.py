@@ -225,6 +225,37 @@ def test_nan_and_inf_scores_never_selected(method):
     assert np.isfinite(np.asarray(s)).all()
 
 
+@pytest.mark.parametrize("method,sigma", [("hard", 0.5), ("linear", 0.5), ("gaussian", 0.5),
+                                          ("gaussian", "mean")])
+def test_nan_coordinate_boxes_act_like_isolated_boxes(method, sigma):
+    """A box with a NaN coordinate (finite score) neither suppresses / decays any box nor is
+    suppressed / decayed: the result equals that of the same problem with each such box moved
+    far away from all the others (the IoU kernels use compare-and-select min/max, which do not
+    propagate NaN by themselves)."""
+    rng = np.random.default_rng(11)
+    n = 60
+    boxes, scores, classes = random_problem(rng, n, num_classes=3)
+    bad = np.array([5, 17, 33, 41])
+    scores[bad] = [0.999, 0.6, 0.5, 0.05]                        # the best box is one of them
+    nan_boxes, far_boxes = boxes.copy(), boxes.copy()
+    for j, i in enumerate(bad):
+        nan_boxes[i, j % 4] = np.nan                             # one NaN coordinate each
+        far_boxes[i] = [1e4 + 100 * j, 1e4, 1e4 + 100 * j + 10, 1e4 + 10]
+    run = functools.partial(nms, iou_threshold=0.3, max_output=n, classes=classes,
+                            score_threshold=0.001, method=method, sigma=sigma)
+    got, want = run(nan_boxes, scores), run(far_boxes, scores)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(want[2]))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-6)
+    assert set(bad) <= set(np.asarray(got[0]).tolist())
+    # and the problem is not trivial: boxes do get suppressed / decayed
+    idx, out, valid = (np.asarray(a) for a in want)
+    if method == "hard":
+        assert valid.sum() < (scores >= 0.001).sum()
+    else:
+        assert (out[valid] < scores[idx[valid]]).any()
+
+
 def test_zero_area_boxes_neither_suppress_nor_are_suppressed():
     boxes = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10], [5, 0, 5, 10]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)

@@ -74,11 +74,28 @@ def _areas(boxes):
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
+def _min(a, b):
+    """min(a, b) as one compare-and-select. jnp.minimum propagates NaN, which XLA:CPU pays for
+    with two extra instructions per element; the IoU callers make NaN coordinates harmless
+    themselves (see _iou and _soft). Equal to jnp.minimum for non-NaN inputs (up to the sign
+    of a zero)."""
+    return jnp.where(a < b, a, b)
+
+
+def _max(a, b):
+    """max(a, b) as one compare-and-select (see _min)."""
+    return jnp.where(a > b, a, b)
+
+
 def _iou(a, b, area_a, area_b):
-    """IoU of a [P, 4] with b [Q, 4] (xyxy) -> [P, Q]; torchvision arithmetic, 0/0 -> 0."""
-    lt = jnp.maximum(a[:, None, :2], b[None, :, :2])
-    rb = jnp.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = jnp.maximum(rb - lt, 0.0)
+    """IoU of a [P, 4] with b [Q, 4] (xyxy) -> [P, Q]; torchvision arithmetic, 0/0 -> 0.
+
+    A NaN coordinate in either box makes its area, hence the union and the IoU, NaN, which maps
+    to 0 like 0/0: such a box neither suppresses nor is suppressed.
+    """
+    lt = _max(a[:, None, :2], b[None, :, :2])
+    rb = _min(a[:, None, 2:], b[None, :, 2:])
+    wh = _max(rb - lt, 0.0)
     inter = wh[..., 0] * wh[..., 1]
     iou = inter / (area_a[:, None] + area_b[None, :] - inter)
     return jnp.where(jnp.isnan(iou), 0.0, iou)
@@ -280,10 +297,17 @@ def _soft(boxes, scores, classes, cand, iou_threshold, max_output, score_thresho
         s = s.at[rows, best].set(-jnp.inf)
         sel = jnp.take_along_axis(table, best[:, None, None], axis=2)
         bx1, by1, bx2, by2, barea, bcls = (sel[:, j] for j in range(6))              # [B, 1]
+        # A selected box with a NaN coordinate becomes an empty box (x1 = y1 = +inf, x2 = y2 =
+        # -inf) that intersects nothing, so it decays nothing (the select-based _min/_max
+        # would otherwise drop its NaN). A candidate's own NaN coordinate gives w or h NaN,
+        # which _max(., 0) turns into 0: never decayed. Both as with NaN-propagating min/max.
+        bad = jnp.isnan(bx1) | jnp.isnan(by1) | jnp.isnan(bx2) | jnp.isnan(by2)
+        bx1, by1 = jnp.where(bad, jnp.inf, bx1), jnp.where(bad, jnp.inf, by1)
+        bx2, by2 = jnp.where(bad, -jnp.inf, bx2), jnp.where(bad, -jnp.inf, by2)
         # Same arithmetic as _iou (torchvision's), one row. Where the boxes do not intersect
         # the decay is exactly 1 (so 0/0 for two zero-area boxes needs no special value there).
-        w = jnp.maximum(jnp.minimum(bx2, x2) - jnp.maximum(bx1, x1), 0.0)
-        h = jnp.maximum(jnp.minimum(by2, y2) - jnp.maximum(by1, y1), 0.0)
+        w = _max(_min(bx2, x2) - _max(bx1, x1), 0.0)
+        h = _max(_min(by2, y2) - _max(by1, y1), 0.0)
         inter = w * h
         iou = inter / (barea + areas - inter)
         if log_domain:
