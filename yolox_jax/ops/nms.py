@@ -107,9 +107,13 @@ def first_argmax(x):
     Written as max + min: on CPU, XLA's argmax (a variadic value/index reduce) is several times
     slower, which showed when it ran over all 8400 x 80 class probabilities.
     """
-    iota = jnp.arange(x.shape[-1], dtype=jnp.int32)
+    n = x.shape[-1]
     top = jnp.max(x, axis=-1, keepdims=True)
-    return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1).astype(jnp.int32)
+    if n < 2 ** 24:  # positions as float32 (exact): XLA:CPU's float min-reduce is faster
+        iota = jnp.arange(n, dtype=jnp.float32)
+        return jnp.min(jnp.where(x == top, iota, float(n)), axis=-1).astype(jnp.int32)
+    iota = jnp.arange(n, dtype=jnp.int32)
+    return jnp.min(jnp.where(x == top, iota, n), axis=-1).astype(jnp.int32)
 
 
 def first_max_rows(s, block=64):
@@ -143,10 +147,11 @@ def _labels(class_src, idx, class_start=0):
     columns from ``class_start`` on are class scores (label = best class). Only the visited
     rows are reduced over classes, never all N; and whole rows are gathered first so that a
     caller can pass its [N, 5 + C] array without materialising the class slice."""
-    rows = class_src[idx]
-    if jnp.issubdtype(rows.dtype, jnp.integer):
-        return rows[..., 0].astype(jnp.int32)
-    return first_argmax(rows[..., class_start:])
+    if jnp.issubdtype(class_src.dtype, jnp.integer):
+        return class_src[idx][..., 0].astype(jnp.int32)
+    # Slice, then gather: XLA fuses the two into one dense [..., C] result (gathering whole
+    # rows and slicing afterwards made a second copy).
+    return first_argmax(class_src[..., class_start:][idx])
 
 
 def _same_class(ca, cb):
