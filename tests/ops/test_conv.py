@@ -39,7 +39,10 @@ def test_forward_and_gradients_equal_lax(hw, cin, cout, k, stride):
         lambda x, w: loss(lax.conv_general_dilated, x, w), argnums=(0, 1), has_aux=True))(x, w)
     (l_new, y_new), g_new = jax.jit(jax.value_and_grad(
         lambda x, w: loss(conv_general_dilated, x, w), argnums=(0, 1), has_aux=True))(x, w)
-    np.testing.assert_array_equal(np.asarray(y_new), np.asarray(y_ref))    # forward untouched
+    if k == 1 and stride == 1:   # a 1x1 stride-1 conv is a dot on CPU: same sums, other order
+        np.testing.assert_allclose(np.asarray(y_new), np.asarray(y_ref), rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(np.asarray(y_new), np.asarray(y_ref))  # forward untouched
     for a, b in zip(g_new, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
@@ -91,3 +94,36 @@ def test_small_layers_keep_xla_gradients(monkeypatch):
     assert "custom_vjp" in traced(8, 52, 48, 48, 1)
     assert "custom_vjp" not in traced(8, 104, 24, 24, 2)      # 2 * 8*52*52 * 576 = 24.9 M
     assert "custom_vjp" in traced(8, 104, 24, 48, 2)
+
+
+@pytest.mark.parametrize("gemm_gradients", [True, False])
+def test_pointwise_conv_is_a_dot_with_equal_values_and_gradients(gemm_gradients):
+    """On CPU a 1x1 stride-1 conv runs as a dot (XLA:CPU's 1x1 convolution is 2-3x slower),
+    whatever train.cpu_gemm_gradients says; values and both gradients equal the convolution's,
+    bf16 included."""
+    conv_mod.use_cpu_gemm_gradients(gemm_gradients)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 6, 5, 7)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(1, 1, 7, 3)).astype(np.float32))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
+
+    def run(conv, dtype):
+        def loss(x, w):
+            y = conv(x.astype(dtype), w.astype(dtype), (1, 1), ((0, 0), (0, 0)),
+                     dimension_numbers=dn)
+            return jnp.sum(jnp.sin(y.astype(jnp.float32))), y
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(x, w)
+
+    jaxpr = str(jax.make_jaxpr(lambda x, w: conv_general_dilated(
+        x, w, (1, 1), ((0, 0), (0, 0)), dimension_numbers=dn))(x, w))
+    assert "dot_general" in jaxpr and "conv_general_dilated" not in jaxpr
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+        (_, y_ref), g_ref = run(lax.conv_general_dilated, dtype)
+        (_, y_new), g_new = run(conv_general_dilated, dtype)
+        assert y_new.dtype == y_ref.dtype and y_new.shape == y_ref.shape
+        np.testing.assert_allclose(np.asarray(y_new, np.float32), np.asarray(y_ref, np.float32),
+                                   rtol=tol, atol=tol)
+        for a, b in zip(g_new, g_ref):
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                       rtol=tol, atol=tol * 10)

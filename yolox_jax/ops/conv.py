@@ -13,7 +13,12 @@ slow on CPU) is one GEMM ``dY @ W^T`` plus a sum of shifted tap contributions pe
 gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are good at them. Same math,
 different summation order: results agree to float rounding.
 
-Only the plain case takes this path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
+A plain 1x1 stride-1 convolution is, on CPU, computed as the dot over channels that it is, with
+its gradient as two 2-D GEMMs (``pointwise_conv``), whether or not the gradient switch below is
+on: XLA:CPU ran those convolutions 2.3-3.5x slower than the dot (session 6), and most of
+YOLOX's convolutions are 1x1.
+
+Only the plain case takes the per-tap path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
 for layers big enough to gain (``MIN_TAP_FLOPS``); any other call goes straight to
 ``lax.conv_general_dilated``. Switched by ``use_cpu_gemm_gradients``
 (the trainer turns it on from ``train.cpu_gemm_gradients``, default true).
@@ -65,10 +70,13 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
     """``lax.conv_general_dilated`` with the same signature (pass it to ``flax.linen.Conv``'s
-    ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient."""
-    if preferred_element_type is None and _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation,
-                                                 dimension_numbers, feature_group_count,
-                                                 batch_group_count) \
+    ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient,
+    and on CPU a plain 1x1 stride-1 convolution is computed as the matrix product it is."""
+    plain = _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                   feature_group_count, batch_group_count)
+    if plain and _is_pointwise(rhs.shape, window_strides, padding) and _pointwise_as_dot():
+        return pointwise_conv(lhs, rhs, precision, preferred_element_type)
+    if preferred_element_type is None and plain \
             and _tap_flops(lhs.shape, rhs.shape, window_strides, padding) >= MIN_TAP_FLOPS:
         pads = tuple((int(lo), int(hi)) for lo, hi in padding)
         return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
@@ -77,6 +85,55 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type)
+
+
+def _is_pointwise(w_shape, strides, padding):
+    return tuple(w_shape[:2]) == (1, 1) and tuple(int(v) for v in strides) == (1, 1) and \
+        all(int(lo) == 0 and int(hi) == 0 for lo, hi in padding)
+
+
+def _pointwise_as_dot() -> bool:
+    """Trace-time: XLA:CPU runs a 1x1 convolution 2.3-3.5x slower than the same product written
+    as a dot (both directions of its gradient too; scripts/bench_train.py, docs/benchmarks.md,
+    session 6). Other backends keep the convolution."""
+    return jax.default_backend() == "cpu"
+
+
+def pointwise_conv(x, w, precision=None, preferred_element_type=None):
+    """A 1x1 stride-1 unpadded NHWC x HWIO convolution as a dot over channels:
+    x [B, H, W, Cin], w [1, 1, Cin, Cout] -> [B, H, W, Cout]. Same sums as the convolution
+    (float rounding may differ). Its gradient is two 2-D GEMMs (``_pointwise_bwd``)."""
+    if preferred_element_type is not None:
+        return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision,
+                               preferred_element_type=preferred_element_type)
+    return _pointwise(x, w, precision)
+
+
+def _pointwise_dot(x, w, precision):
+    return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _pointwise(x, w, precision):
+    return _pointwise_dot(x, w, precision)
+
+
+def _pointwise_fwd(x, w, precision):
+    return _pointwise_dot(x, w, precision), (x, w)
+
+
+def _pointwise_bwd(precision, res, g):
+    """dx = dY W^T over channels; dW = X^T dY with X, dY flattened to [B*H*W, C] first
+    (autodiff's contraction over (B, H, W) made XLA:CPU copy X into another layout)."""
+    x, w = res
+    ci, co = w.shape[2:]
+    dx = lax.dot_general(g, w[0, 0], (((3,), (1,)), ((), ())), precision=precision)
+    dw = lax.dot_general(x.reshape(-1, ci), g.reshape(-1, co), (((0,), (0,)), ((), ())),
+                         precision=precision, preferred_element_type=jnp.float32)
+    return dx.astype(x.dtype), dw.reshape(1, 1, ci, co).astype(w.dtype)
+
+
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 def _xla_conv(x, w, strides, pads, precision):
