@@ -94,8 +94,8 @@ def _is_pointwise(w_shape, strides, padding):
 
 def _pointwise_as_dot() -> bool:
     """Trace-time: XLA:CPU runs a 1x1 convolution 2.3-3.5x slower than the same product written
-    as a dot (both directions of its gradient too; scripts/bench_train.py, docs/benchmarks.md,
-    session 6). Other backends keep the convolution."""
+    as a dot (per-layer timings and the whole-step A/B: docs/benchmarks.md, session 6). Other
+    backends keep the convolution."""
     return jax.default_backend() == "cpu"
 
 

@@ -145,8 +145,8 @@ def first_max_rows(s, block=64):
 def _labels(class_src, idx, class_start=0):
     """Class labels of rows ``idx`` of class_src: [N, 1] int labels, or [N, D] float rows whose
     columns from ``class_start`` on are class scores (label = best class). Only the visited
-    rows are reduced over classes, never all N; and whole rows are gathered first so that a
-    caller can pass its [N, 5 + C] array without materialising the class slice."""
+    rows are reduced over classes, never all N, so a caller can pass its [N, 5 + C] array
+    without materialising the class scores of every row."""
     if jnp.issubdtype(class_src.dtype, jnp.integer):
         return class_src[idx][..., 0].astype(jnp.int32)
     # Slice, then gather: XLA fuses the two into one dense [..., C] result (gathering whole
