@@ -18,11 +18,11 @@ def test_small_model_learns_synthetic_shapes(tmp_path):
         "data.synthetic_train_images=512", "data.synthetic_val_images=64",
         "data.synthetic_image_size=(160,160)", "data.input_size=(160,160)", "data.test_size=(160,160)",
         "train.max_epoch=6", "train.print_interval=8", "eval.interval=100",
-        # XLA's own convolution gradients: 192 steps are too few for a stable AP, and the GEMM
-        # gradients (the CPU default) differ from them by float rounding, which SimOTA turns
-        # into another trajectory (AP50 0.29 vs 0.57 at seed 0). The GEMM path's gradients are
-        # tested in tests/ops/test_conv.py and its training over three quick-start seeds in
-        # docs/benchmarks.md (session 5).
+        # XLA's own k x k convolution gradients (1x1 ones are dots on CPU either way): 192
+        # steps are too few for a stable AP, and the GEMM gradients (the CPU default) differ
+        # from them by float rounding, which SimOTA turns into another trajectory (AP50 0.29
+        # vs 0.57 at seed 0). The GEMM path's gradients are tested in tests/ops/test_conv.py
+        # and its training over three quick-start seeds in docs/benchmarks.md (sessions 5, 6).
         "train.cpu_gemm_gradients=false",
     ])
     out = train(cfg)

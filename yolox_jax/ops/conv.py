@@ -103,14 +103,14 @@ def pointwise_conv(x, w, precision=None, preferred_element_type=None):
     """A 1x1 stride-1 unpadded NHWC x HWIO convolution as a dot over channels:
     x [B, H, W, Cin], w [1, 1, Cin, Cout] -> [B, H, W, Cout]. Same sums as the convolution
     (float rounding may differ). Its gradient is two 2-D GEMMs (``_pointwise_bwd``)."""
-    if preferred_element_type is not None:
-        return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision,
-                               preferred_element_type=preferred_element_type)
+    if preferred_element_type is not None:  # rare (flax never asks): plain autodiff
+        return _pointwise_dot(x, w, precision, preferred_element_type)
     return _pointwise(x, w, precision)
 
 
-def _pointwise_dot(x, w, precision):
-    return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision)
+def _pointwise_dot(x, w, precision, preferred_element_type=None):
+    return lax.dot_general(x, w[0, 0], (((3,), (0,)), ((), ())), precision=precision,
+                           preferred_element_type=preferred_element_type)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
