@@ -6,7 +6,7 @@ import pytest
 from jax import lax
 
 from yolox_jax.ops import conv as conv_mod
-from yolox_jax.ops.conv import conv_general_dilated, kernel_grad_taps
+from yolox_jax.ops.conv import conv_general_dilated, kernel_grad_shifted, kernel_grad_taps
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -61,6 +61,64 @@ def test_kernel_grad_taps_against_numpy_loop():
                 for xx in range(3):
                     want[i, j] += xp[:, 2 * y + i, 2 * xx + j, :].T @ g[:, y, xx, :]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("hw,k,pads", [
+    ((7, 6), 3, ((1, 1), (1, 1))), ((5, 9), 5, ((2, 2), (2, 2))), ((6, 5), 3, ((0, 2), (1, 0))),
+    ((4, 4), 1, ((0, 0), (0, 0))), ((6, 7), (3, 1), ((1, 1), (0, 0))),
+])
+def test_kernel_grad_shifted_against_numpy_loop(hw, k, pads):
+    """Stride-1 kernel gradient as one GEMM over shifted copies = the definition, summed tap by
+    tap in float64 (odd sizes, asymmetric and zero padding, non-square kernels)."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.default_rng(kh * 7 + kw)
+    x = rng.normal(size=(2, *hw, 3)).astype(np.float32)
+    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    g = rng.normal(size=(2, ho, wo, 4)).astype(np.float32)
+    got = np.asarray(kernel_grad_shifted(jnp.asarray(x), jnp.asarray(g), (kh, kw), pads))
+    want = np.zeros((kh, kw, 3, 4), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            for y in range(ho):
+                for xx in range(wo):
+                    want[i, j] += xp[:, y + i, xx + j, :].astype(np.float64).T @ g[:, y, xx, :]
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    taps = np.asarray(kernel_grad_taps(jnp.asarray(x), jnp.asarray(g), (kh, kw), (1, 1), pads))
+    np.testing.assert_allclose(got, taps, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_grad_shifted_rejects_strided_shapes():
+    x = jnp.zeros((1, 8, 8, 2))
+    g = jnp.zeros((1, 4, 4, 3))                                       # a stride-2 cotangent
+    with pytest.raises(ValueError, match="stride 1"):
+        kernel_grad_shifted(x, g, (3, 3), ((1, 1), (1, 1)))
+
+
+def test_stride_one_gradient_takes_the_shifted_gemm():
+    """The traced backward of a plain stride-1 3x3 conv is one dot (not nine tap dots), and
+    switching ``_SHIFTED`` off gives the per-tap GEMMs; both equal XLA's gradient."""
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
+
+    def grads(conv, x):
+        dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
+        fn = jax.grad(lambda w_: jnp.sum(jnp.sin(conv(
+            x, w_, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn))))
+        return np.asarray(jax.jit(fn)(w)), str(jax.make_jaxpr(fn)(w)).count("dot_general")
+
+    # Traces are cached per shape, so each setting gets inputs of its own shape.
+    for shifted, hw, want_dots in ((True, (9, 8), 1), (False, (7, 10), 9)):
+        x = jnp.asarray(rng.normal(size=(2, *hw, 4)).astype(np.float32))
+        conv_mod._SHIFTED = shifted
+        try:
+            got, dots = grads(conv_general_dilated, x)
+        finally:
+            conv_mod._SHIFTED = True
+        ref, _ = grads(lax.conv_general_dilated, x)
+        assert dots == want_dots
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_other_convolutions_fall_back_to_lax():
