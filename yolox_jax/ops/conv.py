@@ -20,7 +20,7 @@ its gradient as two 2-D GEMMs (``pointwise_conv``), whether or not the gradient 
 on: XLA:CPU ran those convolutions 2.3-3.5x slower than the dot (session 6), and most of
 YOLOX's convolutions are 1x1.
 
-Only the plain case takes the per-tap path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
+Only the plain case takes the GEMM path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
 for layers big enough to gain (``MIN_TAP_FLOPS``); any other call goes straight to
 ``lax.conv_general_dilated``. Switched by ``use_cpu_gemm_gradients``
 (the trainer turns it on from ``train.cpu_gemm_gradients``, default true).
@@ -57,6 +57,7 @@ def _plain(x, w, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature
 # nine small GEMMs plus their strided slices cost more in per-kernel overhead than XLA's slow
 # kernel gradient loses. Measured per layer (forward-free vjp, 2-core CPU, session 5): at 6.5-13
 # MFLOP per tap the GEMM path was 0.54-1.06x XLA's speed, at 52 MFLOP and above 1.05-4.5x.
+# (Calibrated with the per-tap kernel gradient, before stride-1 layers took kernel_grad_shifted.)
 MIN_TAP_FLOPS = 25e6
 
 
@@ -243,9 +244,11 @@ def _conv_bwd(strides, pads, precision, res, g):
     # gradient it would also compute is unused, so XLA drops it).
     dx = vjp(g)[0] if strides == (1, 1) else \
         input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
-    dw = (kernel_grad_shifted(x, g, w.shape[:2], pads) if strides == (1, 1) and _SHIFTED
-          else kernel_grad_taps(x, g, w.shape[:2], strides, pads)).astype(w.dtype)
-    return dx, dw
+    if strides == (1, 1) and _SHIFTED:
+        dw = kernel_grad_shifted(x, g, w.shape[:2], pads)
+    else:
+        dw = kernel_grad_taps(x, g, w.shape[:2], strides, pads)
+    return dx, dw.astype(w.dtype)
 
 
 _ENABLED = False
