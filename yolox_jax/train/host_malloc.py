@@ -21,6 +21,10 @@ MALLOC_TRIM_THRESHOLD_=<huge>``. The cost: the process keeps its peak heap for i
 the first JAX computation; later it still helps the main thread's allocations only. On a GPU or
 TPU the step's temporaries live on the device and this changes nothing there. Measured figures:
 docs/benchmarks.md (training step, session 5).
+A cost found later (session 8): with one arena, the tens of thousands of small free chunks that
+an XLA compilation leaves behind share the arena with the step's temporaries, and ``malloc``
+then searches them on every step (a step compiled in this process runs 30-55 % slower than the
+same executable loaded from the persistent compilation cache by a fresh process).
 
 ``import yolox_jax`` calls :func:`apply_default`, which applies the settings when this process
 will run JAX on the CPU (``JAX_PLATFORMS`` starts with ``cpu``, or no GPU/TPU plugin is
