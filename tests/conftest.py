@@ -37,3 +37,6 @@ def pytest_configure(config):
     cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), "yolox_jax_test_xla_cache"))
     jax.config.update("jax_compilation_cache_dir", cache)
+    # No precompile child for the trainer in tests (each would add a process start and a trace);
+    # tests/train/test_precompile.py exercises it directly.
+    os.environ.setdefault("YOLOX_JAX_PRECOMPILE", "0")

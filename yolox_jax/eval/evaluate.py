@@ -39,7 +39,7 @@ def evaluate(model, variables, source, *, input_size, batch_size: int = 32,
     from yolox_jax.data import eval_loader, to_coco_dict
     from yolox_jax.eval.coco import coco_evaluate, detections_to_coco
 
-    variables = jax.device_put(jax.device_get(variables), jax.local_devices()[0])
+    variables = _on_first_device(variables)
     results = []
     loader = eval_loader(source, input_size=tuple(input_size), batch_size=batch_size,
                          num_workers=num_workers)
@@ -54,3 +54,23 @@ def evaluate(model, variables, source, *, input_size, batch_size: int = 32,
             jax.tree_util.tree_map(lambda x: np.asarray(x)[valid], dets),
             np.asarray(batch["image_id"])[valid], np.asarray(batch["scale"])[valid], class_ids))
     return coco_evaluate(to_coco_dict(source), results)
+
+
+def _on_first_device(variables):
+    return jax.device_put(jax.device_get(variables), jax.local_devices()[0])
+
+
+def compile_evaluation(model, variables, source, *, input_size, batch_size: int = 32,
+                       conf_threshold: float = 0.01, nms_threshold: float = 0.65,
+                       max_detections: int = 100) -> None:
+    """Run :func:`evaluate`'s program on the first batch of ``source`` only (every batch has the
+    same padded shape), so that it is compiled and in the persistent cache."""
+    from yolox_jax.data import eval_loader
+
+    loader = eval_loader(source, input_size=tuple(input_size), batch_size=batch_size,
+                         num_workers=0)
+    batch = next(iter(loader))
+    jax.block_until_ready(predict_batch(model, _on_first_device(variables),
+                                        jnp.asarray(batch["images"]),
+                                        conf_threshold=conf_threshold, nms_threshold=nms_threshold,
+                                        max_detections=max_detections))

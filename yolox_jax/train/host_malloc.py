@@ -24,7 +24,8 @@ docs/benchmarks.md (training step, session 5).
 A cost found later (session 8): with one arena, the tens of thousands of small free chunks that
 an XLA compilation leaves behind share the arena with the step's temporaries, and ``malloc``
 then searches them on every step (a step compiled in this process runs 30-55 % slower than the
-same executable loaded from the persistent compilation cache by a fresh process).
+same executable loaded from the persistent compilation cache by a fresh process). The
+training loop therefore compiles in a child process (:mod:`yolox_jax.train.precompile`).
 
 ``import yolox_jax`` calls :func:`apply_default`, which applies the settings when this process
 will run JAX on the CPU (``JAX_PLATFORMS`` starts with ``cpu``, or no GPU/TPU plugin is

@@ -16,7 +16,7 @@ import numpy as np
 from yolox_jax import config as config_lib
 from yolox_jax.models.yolox import build_model
 from yolox_jax.ops import conv as conv_ops
-from yolox_jax.train import inputs
+from yolox_jax.train import inputs, precompile
 from yolox_jax.train.checkpoint import Checkpointer, abstract_like, read_variables
 from yolox_jax.train.schedule import yolox_warm_cos_lr
 from yolox_jax.train.sharding import (jit_train_step, make_mesh, maybe_initialize_distributed,
@@ -166,10 +166,16 @@ class MetricLog:
             self.writer.close()
 
 
-def train(cfg: config_lib.Config) -> dict:
-    """Run training as configured; returns the last metrics and evaluation."""
+def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
+    """Run training as configured; returns the last metrics and evaluation.
+
+    ``compile_only``: build everything, compile the train step for every input size the run
+    uses and the evaluation program, then return ``{"compiled_sizes": [...]}`` without training
+    (what the precompile child runs: yolox_jax/train/precompile.py)."""
     r = cfg.run
     maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes, r.process_id)
+    if not compile_only and precompile.wanted(cfg):
+        precompile.precompile_in_child(cfg)
     run_dir = Path(r.output_dir) / (r.experiment or cfg.model.name)
     mesh = make_mesh()
     train_source, val_source = inputs.build_sources(cfg.data)
@@ -212,6 +218,9 @@ def train(cfg: config_lib.Config) -> dict:
                                          assign_kwargs=dict(center_radius=cfg.train.center_radius))),
         mesh)
     end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
+    if compile_only:
+        return compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh,
+                                range(start_step, end_step))
     metric_log = MetricLog(run_dir, r.tensorboard)
     cfg_dict = config_lib.to_dict(cfg)
     if jax.process_index() == 0:
@@ -302,6 +311,22 @@ def train(cfg: config_lib.Config) -> dict:
             "run_dir": str(run_dir), "state": state}
 
 
+def compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh, steps) -> dict:
+    """Compile (not run) the train step at each input size of ``steps`` and run the evaluation
+    program on one batch, so that all of them land in the persistent compilation cache."""
+    from yolox_jax.eval.evaluate import compile_evaluation
+
+    batch = shard_batch(next(iterator), mesh)
+    close_iterator(iterator)
+    sizes = sorted({multiscale_size(cfg, s) for s in steps})
+    for size in sizes:
+        step_fn.lower(state, batch, size, np.bool_(False)).compile()
+    if val_source is not None:
+        compile_evaluation(model, eval_variables(state, use_ema=cfg.train.ema), val_source,
+                           **_eval_kwargs(cfg))
+    return {"compiled_sizes": [list(s) for s in sizes]}
+
+
 def close_iterator(iterator) -> None:
     """Stop a data iterator's prefetch threads now instead of leaving them to interpreter exit."""
     close = getattr(iterator, "close", None)
@@ -325,6 +350,10 @@ def evaluate_state(cfg, model, state, source) -> dict:
     from yolox_jax.eval.evaluate import evaluate
 
     return evaluate(model, eval_variables(state, use_ema=cfg.train.ema), source,
-                    input_size=tuple(cfg.data.test_size), batch_size=cfg.eval.batch_size,
-                    conf_threshold=cfg.eval.conf_threshold, nms_threshold=cfg.eval.nms_threshold,
-                    max_detections=cfg.eval.max_detections, num_workers=0)
+                    **_eval_kwargs(cfg), num_workers=0)
+
+
+def _eval_kwargs(cfg) -> dict:
+    return dict(input_size=tuple(cfg.data.test_size), batch_size=cfg.eval.batch_size,
+                conf_threshold=cfg.eval.conf_threshold, nms_threshold=cfg.eval.nms_threshold,
+                max_detections=cfg.eval.max_detections)
