@@ -365,6 +365,10 @@ def main(argv=None):
     p.add_argument("--cpu-gemm-grad", choices=["off", "on", "both"], default="both",
                    help="CPU convolution gradients as GEMMs (yolox_jax.ops.conv, opt-in in "
                         "training): time without, with, or both")
+    p.add_argument("--cpu-winograd", choices=["off", "on", "both"], default="on",
+                   help="with the GEMM gradients: large 3x3 stride-1 convolutions (forward and "
+                        "input gradient) by Winograd F(2x2, 3x3) (yolox_jax.ops.conv, on in "
+                        "training): time without, with, or both")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--torch-python", default="",
@@ -399,13 +403,17 @@ def main(argv=None):
 
             on_cpu = jax.default_backend() == "cpu"
             modes = {"off": [False], "on": [True], "both": [False, True]}[args.cpu_gemm_grad]
-            for gemm in (modes if on_cpu else [False]):
+            wino_modes = {"off": [False], "on": [True], "both": [False, True]}[args.cpu_winograd]
+            for gemm, wino in [(g, w) for g in (modes if on_cpu else [False])
+                               for w in (wino_modes if g else [False])]:
                 conv_ops.use_cpu_gemm_gradients(gemm)
+                conv_ops.use_cpu_winograd(wino)
                 r = bench_jax(name, hw, args.batch, args.dtype, args.warmup, args.steps,
                               cache_dir)
                 r["cpu_gemm_gradients"] = gemm
+                r["cpu_winograd"] = wino
                 if gemm:
-                    r["impl"] = "yolox_jax + cpu_gemm_gradients"
+                    r["impl"] = "yolox_jax + cpu_gemm_gradients" + (" + winograd" if wino else "")
                 results.append(r)
                 print(_row(r), flush=True)
                 print(f"  (init {r['init_s']:.1f} s, trace+lower {r['lower_s']:.1f} s, "

@@ -86,6 +86,9 @@ class TrainConfig:
     # CPU only (ignored on GPU/TPU): convolution kernel / strided input gradients as GEMMs
     # (ops/conv.py; ~1.6x faster steps on a 2-core CPU, same gradients to float rounding).
     cpu_gemm_gradients: bool = True
+    # CPU only, with cpu_gemm_gradients: 3x3 stride-1 convolutions with >= 48 channels (forward
+    # and input gradient) by Winograd F(2x2, 3x3) (ops/conv.py; same values to float rounding).
+    cpu_winograd: bool = True
     # CPU only: compile the run's programs in a child process that fills the persistent cache, so
     # that this process loads them (a step compiled in-process runs 30-55 % slower on CPU:
     # yolox_jax/train/precompile.py). Needs the cache on (yolox-jax turns it on).

@@ -47,12 +47,13 @@ def test_forward_and_gradients_equal_lax(hw, cin, cout, k, stride):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
-def test_kernel_grad_taps_against_numpy_loop():
+@pytest.mark.parametrize("fn", [kernel_grad_taps, conv_mod.kernel_grad_rows])
+def test_kernel_grad_taps_against_numpy_loop(fn):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 7, 6, 3)).astype(np.float32)
     g = rng.normal(size=(2, 4, 3, 5)).astype(np.float32)           # 3x3, stride 2, pad 1
-    got = np.asarray(kernel_grad_taps(jnp.asarray(x), jnp.asarray(g), (3, 3), (2, 2),
-                                      ((1, 1), (1, 1))))
+    got = np.asarray(fn(jnp.asarray(x), jnp.asarray(g), (3, 3), (2, 2), ((1, 1), (1, 1))))
+    assert got.dtype == np.float32
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     want = np.zeros((3, 3, 3, 5), np.float64)
     for i in range(3):
@@ -185,3 +186,107 @@ def test_pointwise_conv_is_a_dot_with_equal_values_and_gradients(gemm_gradients)
             assert a.dtype == b.dtype
             np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                        rtol=tol, atol=tol * 10)
+
+
+def _conv3x3_numpy(x, w):
+    """Definition of a 3x3 stride-1 pad-1 NHWC x HWIO convolution, summed in float64."""
+    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    b, h, wd, _ = x.shape
+    out = np.zeros((b, h, wd, w.shape[3]))
+    for i in range(3):
+        for j in range(3):
+            out += xp[:, i:i + h, j:j + wd, :] @ w[i, j].astype(np.float64)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 5, 7), (1, 2, 2, 3, 4), (3, 10, 4, 1, 2)])
+def test_winograd_conv3x3_against_numpy_loop(shape):
+    b, h, wd, ci, co = shape
+    rng = np.random.default_rng(h * wd + ci)
+    x = rng.normal(size=(b, h, wd, ci)).astype(np.float32)
+    w = rng.normal(size=(3, 3, ci, co)).astype(np.float32)
+    got = np.asarray(jax.jit(conv_mod.winograd_conv3x3)(jnp.asarray(x), jnp.asarray(w)))
+    assert got.shape == (b, h, wd, co) and got.dtype == np.float32
+    np.testing.assert_allclose(got, _conv3x3_numpy(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_conv3x3_rejects_odd_maps_and_other_kernels():
+    with pytest.raises(ValueError, match="even H, W"):
+        conv_mod.winograd_conv3x3(jnp.zeros((1, 5, 4, 2)), jnp.zeros((3, 3, 2, 2)))
+    with pytest.raises(ValueError, match="3x3 kernel"):
+        conv_mod.winograd_conv3x3(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 2)))
+
+
+def _conv_fn(x_shape, w):
+    dn = lax.conv_dimension_numbers(x_shape, w.shape, DN)
+    return lambda conv, x, w_: conv(x, w_, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
+
+
+def test_large_3x3_layers_take_winograd_forward_and_input_gradient(monkeypatch):
+    """Above the Winograd thresholds a 3x3 stride-1 conv has no convolution left in its forward
+    or backward (Winograd forward and input gradient, shifted-GEMM kernel gradient), and its
+    value and both gradients equal XLA's to float rounding."""
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 4)
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_PIXELS", 0)
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(2, 8, 6, 4)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 6)).astype(np.float32))
+    f = _conv_fn(x.shape, w)
+
+    def loss(conv, x, w_):
+        y = f(conv, x, w_)
+        return jnp.sum(jnp.sin(y)), y
+
+    vg = lambda conv: jax.value_and_grad(lambda x, w_: loss(conv, x, w_), argnums=(0, 1),  # noqa: E731
+                                         has_aux=True)
+    (_, y_new), g_new = jax.jit(vg(conv_general_dilated))(x, w)
+    (_, y_ref), g_ref = jax.jit(vg(lax.conv_general_dilated))(x, w)
+    np.testing.assert_allclose(np.asarray(y_new), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_new, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
+    jaxpr = str(jax.make_jaxpr(vg(conv_general_dilated))(x, w))
+    assert "conv_general_dilated" not in jaxpr
+
+
+def test_winograd_is_not_taken_below_thresholds_or_off_the_plain_case(monkeypatch):
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(2, 8, 6, 4)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 6)).astype(np.float32))
+    f = _conv_fn(x.shape, w)
+
+    def convs(x, w_):
+        return str(jax.make_jaxpr(lambda a, b: f(conv_general_dilated, a, b))(x, w_)).count(
+            "conv_general_dilated")
+
+    assert convs(x, w) == 1                                  # 4 channels < 48: XLA's conv
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 4)
+    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_PIXELS", 0)
+    assert convs(x, w) == 0
+    assert convs(x[:, :7], w) == 1                           # odd height
+    assert convs(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == 1
+    monkeypatch.setattr(conv_mod, "_WINOGRAD", False)
+    y = jax.jit(lambda a, b: f(conv_general_dilated, a, b))(x, w)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(f(lax.conv_general_dilated, x, w)))
+    assert convs(x, w) == 1
+
+
+def test_strided_gradient_groups_kernel_rows_below_the_channel_bound(monkeypatch):
+    """A stride-2 3x3 kernel gradient is three GEMMs (one per kernel row) with few input
+    channels and nine (one per tap) above ROW_GROUP_MAX_CIN; both equal XLA's gradient."""
+    rng = np.random.default_rng(8)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
+
+    def grads(conv, x):
+        dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
+        fn = jax.grad(lambda w_: jnp.sum(jnp.sin(conv(
+            x, w_, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dn))))
+        return np.asarray(jax.jit(fn)(w)), str(jax.make_jaxpr(fn)(w)).count("dot_general")
+
+    # one more dot: the input gradient's dY @ W^T (input_grad_strided)
+    for bound, hw, want_dots in ((63, (9, 8), 3 + 1), (3, (7, 10), 9 + 1)):
+        monkeypatch.setattr(conv_mod, "ROW_GROUP_MAX_CIN", bound)
+        x = jnp.asarray(rng.normal(size=(2, *hw, 4)).astype(np.float32))
+        got, dots = grads(conv_general_dilated, x)
+        ref, _ = grads(lax.conv_general_dilated, x)
+        assert dots == want_dots
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

@@ -15,6 +15,11 @@ slow on CPU) is one GEMM ``dY @ W^T`` plus a sum of shifted tap contributions pe
 gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are good at them. Same math,
 different summation order: results agree to float rounding.
 
+With the switch on, a float32 3x3 stride-1 pad-1 convolution with at least
+``WINOGRAD_MIN_CHANNELS`` channels on a large enough map runs, forward and input gradient, as
+Winograd's F(2x2, 3x3) (``winograd_conv3x3``: 16 GEMMs on transformed tiles, 2.25x fewer
+multiplies); XLA:CPU's direct convolution runs 1.2-1.6x slower on those layers (session 9).
+
 A plain 1x1 stride-1 convolution is, on CPU, computed as the dot over channels that it is, with
 its gradient as two 2-D GEMMs (``pointwise_conv``), whether or not the gradient switch below is
 on: XLA:CPU ran those convolutions 2.3-3.5x slower than the dot (session 6), and most of
@@ -164,6 +169,35 @@ def kernel_grad_taps(x, g, kernel_hw, strides, pads):
     return jnp.stack(taps).reshape(kh, kw, ci, co)
 
 
+def kernel_grad_rows(x, g, kernel_hw, strides, pads):
+    """Kernel gradient as one GEMM per kernel row: the kw tap slices of row i are stacked on
+    channels ([B*Ho*Wo, kw*Cin]) and contracted with the cotangent at once. x [B, H, W, Cin],
+    g [B, Ho, Wo, Cout] -> [kh, kw, Cin, Cout] float32. For strided layers with few input
+    channels, where ``kernel_grad_taps``'s [N, Cin]^T [N, Cout] GEMMs are too narrow for
+    XLA:CPU (320->160 32->64 at batch 8: 153 ms against 199 ms for the nine tap GEMMs,
+    session 9)."""
+    kh, kw = kernel_hw
+    b, ho, wo, co = g.shape
+    ci = x.shape[3]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    s0, s1 = strides
+    g2 = g.reshape(-1, co)
+    rows = []
+    for i in range(kh):
+        taps = [lax.slice(xp, (0, i, j, 0), (b, i + s0 * (ho - 1) + 1, j + s1 * (wo - 1) + 1, ci),
+                          (1, s0, s1, 1)) for j in range(kw)]
+        cols = jnp.concatenate(taps, axis=-1).reshape(-1, kw * ci)
+        rows.append(lax.dot_general(cols, g2, (((0,), (0,)), ((), ())),
+                                    preferred_element_type=jnp.float32).reshape(kw, ci, co))
+    return jnp.stack(rows)
+
+
+# Strided kernel gradients with fewer input channels than this group each kernel row's taps
+# into one GEMM (kernel_grad_rows); per layer it was 0.96-1.3x the nine tap GEMMs below 64
+# channels and 0.92-0.97x at 128 and 256 (session 9).
+ROW_GROUP_MAX_CIN = 63
+
+
 def kernel_grad_shifted(x, g, kernel_hw, pads):
     """Kernel gradient of a stride-1 convolution as one GEMM: x [B, H, W, Cin], g [B, Ho, Wo,
     Cout] (the output cotangent) -> [kh, kw, Cin, Cout] float32.
@@ -226,26 +260,114 @@ def input_grad_strided(g, w, x_hw, strides, pads):
     return full[:, p0:p0 + x_hw[0], p1:p1 + x_hw[1]]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, strides, pads, precision):
+# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 4x4 input tile d gives the 2x2 output tile
+# A^T [(G g G^T) * (B^T d B)] A. Rows of B^T, G, A^T as (coefficient, index) pairs.
+_WINO_BT = (((1, 0), (-1, 2)), ((1, 1), (1, 2)), ((-1, 1), (1, 2)), ((1, 1), (-1, 3)))
+_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_WINO_AT = (((1, 0), (1, 1), (1, 2)), ((1, 1), (-1, 2), (-1, 3)))
+
+# Where the Winograd form beats XLA:CPU's convolution (forward, and the stride-1 input gradient,
+# which is the same convolution with the flipped kernel). Per layer, batch 8, 2-core CPU,
+# session 9: 80x80 128->128 fwd 51 vs 78 ms, 40x40 192->192 29 vs 46 ms, 52x52 48->48 6.4 vs
+# 7.7 ms; it loses with 32 channels (160x160 32->32: 34 vs 28 ms) and on small maps (20x20
+# 128->128 at batch 8: 5.6 vs 3.5 ms), where the tile transforms cost more than the GEMMs save.
+WINOGRAD_MIN_CHANNELS = 48
+WINOGRAD_MIN_PIXELS = 5000      # B * H * W
+
+
+def _combine(rows, terms):
+    """Linear combinations ``[sum_k c * terms[k] for (c, k) in row] for row in rows``."""
+    out = []
+    for row in rows:
+        acc = None
+        for c, k in row:
+            t = terms[k] if c == 1 else -terms[k]
+            acc = t if acc is None else acc + t
+        out.append(acc)
+    return out
+
+
+def winograd_conv3x3(x, w, precision=None):
+    """A 3x3 stride-1 convolution with one pixel of zero padding on each side, by Winograd's
+    F(2x2, 3x3): x [B, H, W, Cin] (H, W even), w [3, 3, Cin, Cout] -> [B, H, W, Cout].
+
+    The padded input is cut into overlapping 4x4 tiles at stride 2 (T = B*H*W/4 of them); the
+    tile transform ``B^T d B`` gives V [16, T, Cin], the kernel transform ``G g G^T`` gives
+    U [16, Cin, Cout], 16 GEMMs give M = V @ U [16, T, Cout], and ``A^T M A`` gives each tile's
+    2x2 outputs. 2.25x fewer multiplies than the direct convolution, at the cost of the
+    transforms' memory traffic; the result equals the convolution up to float rounding
+    (~1e-6 relative in float32, tests/ops/test_conv.py).
+    """
+    b, h, wd, ci = x.shape
+    co = w.shape[3]
+    if h % 2 or wd % 2 or w.shape[:2] != (3, 3):
+        raise ValueError(f"winograd_conv3x3 needs even H, W and a 3x3 kernel: input {x.shape}, "
+                         f"kernel {w.shape}")
+    th, tw = h // 2, wd // 2
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    # d[r][c] [B, th, tw, Cin]: element (r, c) of every tile.
+    d = [[lax.slice(xp, (0, r, c, 0), (b, r + 2 * th - 1, c + 2 * tw - 1, ci), (1, 2, 2, 1))
+          for c in range(4)] for r in range(4)]
+    cols = [_combine(_WINO_BT, [d[r][c] for r in range(4)]) for c in range(4)]   # [c][i]
+    v = jnp.stack([jnp.stack(_combine(_WINO_BT, [cols[c][i] for c in range(4)]))
+                   for i in range(4)]).reshape(16, b * th * tw, ci)
+    g = jnp.asarray(_WINO_G, w.dtype)
+    u = jnp.einsum("ir,rsxy,js->ijxy", g, w, g, precision=precision).reshape(16, ci, co)
+    m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=precision)
+    m = m.reshape(4, 4, b, th, tw, co)
+    rows = [_combine(_WINO_AT, [m[i, j] for i in range(4)]) for j in range(4)]     # [j][a]
+    y = jnp.stack([jnp.stack(_combine(_WINO_AT, [rows[j][a] for j in range(4)]))
+                   for a in range(2)])                                # [2a, 2b, B, th, tw, Co]
+    return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, h, wd, co)
+
+
+def _winograd_pays(x_shape, w_shape, dtype, strides, pads) -> bool:
+    """Trace-time: take ``winograd_conv3x3`` for this convolution (CPU, float32 only)."""
+    b, h, wd, ci = x_shape
+    return (_WINOGRAD and _on_cpu() and dtype == jnp.float32 and tuple(w_shape[:2]) == (3, 3)
+            and strides == (1, 1) and pads == ((1, 1), (1, 1)) and h % 2 == 0 and wd % 2 == 0
+            and min(ci, w_shape[3]) >= WINOGRAD_MIN_CHANNELS
+            and b * h * wd >= WINOGRAD_MIN_PIXELS)
+
+
+def _conv_forward(x, w, strides, pads, precision):
+    if _winograd_pays(x.shape, w.shape, x.dtype, strides, pads) and w.dtype == x.dtype:
+        return winograd_conv3x3(x, w, precision)
     return _xla_conv(x, w, strides, pads, precision)
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
+    return _conv_forward(x, w, strides, pads, precision)
+
+
 def _conv_fwd(x, w, strides, pads, precision):
-    return _xla_conv(x, w, strides, pads, precision), (x, w)
+    return _conv_forward(x, w, strides, pads, precision), (x, w)
 
 
 def _conv_bwd(strides, pads, precision, res, g):
     x, w = res
-    _, vjp = jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)
+
+    def xla_vjp():
+        return jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)[1](g)
+
     if not _on_cpu():
-        return vjp(g)
-    # Stride 1: XLA's input gradient is a plain convolution, which XLA:CPU runs well (the kernel
-    # gradient it would also compute is unused, so XLA drops it).
-    dx = vjp(g)[0] if strides == (1, 1) else \
-        input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
+        return xla_vjp()
+    if _winograd_pays(g.shape, (*w.shape[:2], w.shape[3], w.shape[2]), g.dtype, strides, pads):
+        # The input gradient of a 3x3 stride-1 pad-1 convolution is the same convolution of
+        # the cotangent with the kernel flipped in space and transposed in channels.
+        dx = winograd_conv3x3(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(g.dtype),
+                              precision).astype(x.dtype)
+    elif strides == (1, 1):
+        # XLA's stride-1 input gradient is a plain convolution, which XLA:CPU runs well (the
+        # kernel gradient it would also compute is unused, so XLA drops it).
+        dx = xla_vjp()[0]
+    else:
+        dx = input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
     if strides == (1, 1) and _SHIFTED:
         dw = kernel_grad_shifted(x, g, w.shape[:2], pads)
+    elif strides != (1, 1) and x.shape[3] <= ROW_GROUP_MAX_CIN:
+        dw = kernel_grad_rows(x, g, w.shape[:2], strides, pads)
     else:
         dw = kernel_grad_taps(x, g, w.shape[:2], strides, pads)
     return dx, dw.astype(w.dtype)
@@ -253,6 +375,7 @@ def _conv_bwd(strides, pads, precision, res, g):
 
 _ENABLED = False
 _SHIFTED = True  # stride-1 kernel gradients by kernel_grad_shifted (False: per-tap GEMMs)
+_WINOGRAD = True  # 3x3 stride-1 forward and input gradient by winograd_conv3x3 where it pays
 
 
 def use_cpu_gemm_gradients(enabled: bool) -> None:
@@ -268,6 +391,14 @@ def use_cpu_gemm_gradients(enabled: bool) -> None:
     docs/benchmarks.md): no sign of a difference beyond seed noise."""
     global _ENABLED
     _ENABLED = bool(enabled)
+
+
+def use_cpu_winograd(enabled: bool) -> None:
+    """With the CPU gradient formulation on, compute large 3x3 stride-1 convolutions and their
+    input gradients by ``winograd_conv3x3`` (``train.cpu_winograd``, on by default; affects
+    functions traced from now on). Same values as XLA's convolution to float rounding."""
+    global _WINOGRAD
+    _WINOGRAD = bool(enabled)
 
 
 def _on_cpu() -> bool:

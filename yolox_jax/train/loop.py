@@ -210,6 +210,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
         iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
 
     conv_ops.use_cpu_gemm_gradients(cfg.train.cpu_gemm_gradients)   # before the step is traced
+    conv_ops.use_cpu_winograd(cfg.train.cpu_winograd)
     step_fn = jit_train_step(
         bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=cfg.train.ema,
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
