@@ -19,6 +19,17 @@ except Exception as _err:  # noqa: BLE001
 
     _logging.getLogger(__name__).warning("glibc malloc tuning skipped: %s", _err)
 
+from yolox_jax.train import host_xla_flags as _host_xla_flags
+
+# Also before any backend: XLA:CPU's Eigen convolutions instead of YNNPACK's (faster here; see
+# train/host_xla_flags.py).
+try:
+    _host_xla_flags.apply_default()
+except Exception as _err:  # noqa: BLE001
+    import logging as _logging
+
+    _logging.getLogger(__name__).warning("XLA:CPU flag setup skipped: %s", _err)
+
 __version__ = "0.1.0"
 
 _ATTRS = {

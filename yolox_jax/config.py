@@ -88,7 +88,9 @@ class TrainConfig:
     cpu_gemm_gradients: bool = True
     # CPU only, with cpu_gemm_gradients: 3x3 stride-1 convolutions with >= 48 channels (forward
     # and input gradient) by Winograd F(2x2, 3x3) (ops/conv.py; same values to float rounding).
-    cpu_winograd: bool = True
+    # Off by default: faster than YNNPACK's convolution, not than XLA's Eigen one, which
+    # yolox_jax selects on CPU (train/host_xla_flags.py; docs/benchmarks.md, session 9).
+    cpu_winograd: bool = False
     # CPU only: compile the run's programs in a child process that fills the persistent cache, so
     # that this process loads them (a step compiled in-process runs 30-55 % slower on CPU:
     # yolox_jax/train/precompile.py). Needs the cache on (yolox-jax turns it on).

@@ -98,16 +98,20 @@ def _accelerator_plugin_installed() -> bool:
     return util.find_spec("libtpu") is not None
 
 
+def will_run_on_cpu() -> bool:
+    """Whether JAX will pick the CPU: ``JAX_PLATFORMS`` starts with ``cpu``, or it is unset and
+    no GPU/TPU plugin is installed. Decided without starting a backend."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        return platforms.split(",")[0].strip() == "cpu"
+    return not _accelerator_plugin_installed()
+
+
 def apply_default() -> bool:
     """What ``import yolox_jax`` does: tune when JAX will run on the CPU (see the module doc)."""
     mode = os.environ.get("YOLOX_JAX_HOST_MALLOC", "auto").strip().lower()
     if mode in ("0", "off", "false", "no"):
         return False
-    if mode not in ("1", "on", "true", "yes"):
-        platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
-        if platforms:
-            if platforms.split(",")[0].strip() != "cpu":
-                return False
-        elif _accelerator_plugin_installed():
-            return False
+    if mode not in ("1", "on", "true", "yes") and not will_run_on_cpu():
+        return False
     return tune_host_malloc()
