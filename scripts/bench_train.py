@@ -365,10 +365,10 @@ def main(argv=None):
     p.add_argument("--cpu-gemm-grad", choices=["off", "on", "both"], default="both",
                    help="CPU convolution gradients as GEMMs (yolox_jax.ops.conv, opt-in in "
                         "training): time without, with, or both")
-    p.add_argument("--cpu-winograd", choices=["off", "on", "both"], default="on",
+    p.add_argument("--cpu-winograd", choices=["off", "on", "both"], default="off",
                    help="with the GEMM gradients: large 3x3 stride-1 convolutions (forward and "
-                        "input gradient) by Winograd F(2x2, 3x3) (yolox_jax.ops.conv, on in "
-                        "training): time without, with, or both")
+                        "input gradient) by Winograd F(2x2, 3x3) (yolox_jax.ops.conv; "
+                        "train.cpu_winograd, off by default): time without, with, or both")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--torch-python", default="",

@@ -226,6 +226,7 @@ def test_large_3x3_layers_take_winograd_forward_and_input_gradient(monkeypatch):
     """Above the Winograd thresholds a 3x3 stride-1 conv has no convolution left in its forward
     or backward (Winograd forward and input gradient, shifted-GEMM kernel gradient), and its
     value and both gradients equal XLA's to float rounding."""
+    monkeypatch.setattr(conv_mod, "_WINOGRAD", True)
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 4)
     monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_PIXELS", 0)
     rng = np.random.default_rng(5)
@@ -249,6 +250,7 @@ def test_large_3x3_layers_take_winograd_forward_and_input_gradient(monkeypatch):
 
 
 def test_winograd_is_not_taken_below_thresholds_or_off_the_plain_case(monkeypatch):
+    monkeypatch.setattr(conv_mod, "_WINOGRAD", True)
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(size=(2, 8, 6, 4)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(3, 3, 4, 6)).astype(np.float32))
@@ -264,7 +266,7 @@ def test_winograd_is_not_taken_below_thresholds_or_off_the_plain_case(monkeypatc
     assert convs(x, w) == 0
     assert convs(x[:, :7], w) == 1                           # odd height
     assert convs(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == 1
-    monkeypatch.setattr(conv_mod, "_WINOGRAD", False)
+    conv_mod.use_cpu_winograd(False)                         # the default
     y = jax.jit(lambda a, b: f(conv_general_dilated, a, b))(x, w)
     np.testing.assert_array_equal(np.asarray(y), np.asarray(f(lax.conv_general_dilated, x, w)))
     assert convs(x, w) == 1

@@ -15,10 +15,12 @@ slow on CPU) is one GEMM ``dY @ W^T`` plus a sum of shifted tap contributions pe
 gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are good at them. Same math,
 different summation order: results agree to float rounding.
 
-With the switch on, a float32 3x3 stride-1 pad-1 convolution with at least
-``WINOGRAD_MIN_CHANNELS`` channels on a large enough map runs, forward and input gradient, as
-Winograd's F(2x2, 3x3) (``winograd_conv3x3``: 16 GEMMs on transformed tiles, 2.25x fewer
-multiplies); XLA:CPU's direct convolution runs 1.2-1.6x slower on those layers (session 9).
+With the switch on and ``use_cpu_winograd(True)`` (``train.cpu_winograd``, off by default), a
+float32 3x3 stride-1 pad-1 convolution with at least ``WINOGRAD_MIN_CHANNELS`` channels on a
+large enough map runs, forward and input gradient, as Winograd's F(2x2, 3x3)
+(``winograd_conv3x3``: 16 GEMMs on transformed tiles, 2.25x fewer multiplies). YNNPACK's
+convolution is 1.2-1.6x slower on those layers. XLA's Eigen convolution, which ``import
+yolox_jax`` selects on CPU hosts (``train/host_xla_flags.py``), is about as fast (session 9).
 
 A plain 1x1 stride-1 convolution is, on CPU, computed as the dot over channels that it is, with
 its gradient as two 2-D GEMMs (``pointwise_conv``), whether or not the gradient switch below is
@@ -266,7 +268,7 @@ _WINO_BT = (((1, 0), (-1, 2)), ((1, 1), (1, 2)), ((-1, 1), (1, 2)), ((1, 1), (-1
 _WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 _WINO_AT = (((1, 0), (1, 1), (1, 2)), ((1, 1), (-1, 2), (-1, 3)))
 
-# Where the Winograd form beats XLA:CPU's convolution (forward, and the stride-1 input gradient,
+# Where the Winograd form beats YNNPACK's convolution (forward, and the stride-1 input gradient,
 # which is the same convolution with the flipped kernel). Per layer, batch 8, 2-core CPU,
 # session 9: 80x80 128->128 fwd 51 vs 78 ms, 40x40 192->192 29 vs 46 ms, 52x52 48->48 6.4 vs
 # 7.7 ms; it loses with 32 channels (160x160 32->32: 34 vs 28 ms) and on small maps (20x20
@@ -375,7 +377,7 @@ def _conv_bwd(strides, pads, precision, res, g):
 
 _ENABLED = False
 _SHIFTED = True  # stride-1 kernel gradients by kernel_grad_shifted (False: per-tap GEMMs)
-_WINOGRAD = True  # 3x3 stride-1 forward and input gradient by winograd_conv3x3 where it pays
+_WINOGRAD = False  # 3x3 stride-1 forward and input gradient by winograd_conv3x3 where it pays
 
 
 def use_cpu_gemm_gradients(enabled: bool) -> None:
@@ -395,7 +397,7 @@ def use_cpu_gemm_gradients(enabled: bool) -> None:
 
 def use_cpu_winograd(enabled: bool) -> None:
     """With the CPU gradient formulation on, compute large 3x3 stride-1 convolutions and their
-    input gradients by ``winograd_conv3x3`` (``train.cpu_winograd``, on by default; affects
+    input gradients by ``winograd_conv3x3`` (``train.cpu_winograd``, off by default; affects
     functions traced from now on). Same values as XLA's convolution to float rounding."""
     global _WINOGRAD
     _WINOGRAD = bool(enabled)
