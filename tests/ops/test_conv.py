@@ -97,27 +97,30 @@ def test_kernel_grad_shifted_rejects_strided_shapes():
         kernel_grad_shifted(x, g, (3, 3), ((1, 1), (1, 1)))
 
 
+def _kernel_grad_and_dots(conv, x, w, stride):
+    """Kernel gradient of sum(sin(conv(x, w))) for a 3x3 pad-1 conv, and how many dot_generals
+    its trace holds."""
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
+    fn = jax.grad(lambda w_: jnp.sum(jnp.sin(conv(
+        x, w_, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=dn))))
+    return np.asarray(jax.jit(fn)(w)), str(jax.make_jaxpr(fn)(w)).count("dot_general")
+
+
 def test_stride_one_gradient_takes_the_shifted_gemm():
     """The traced backward of a plain stride-1 3x3 conv is one dot (not nine tap dots), and
     switching ``_SHIFTED`` off gives the per-tap GEMMs; both equal XLA's gradient."""
     rng = np.random.default_rng(3)
     w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
 
-    def grads(conv, x):
-        dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
-        fn = jax.grad(lambda w_: jnp.sum(jnp.sin(conv(
-            x, w_, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn))))
-        return np.asarray(jax.jit(fn)(w)), str(jax.make_jaxpr(fn)(w)).count("dot_general")
-
     # Traces are cached per shape, so each setting gets inputs of its own shape.
     for shifted, hw, want_dots in ((True, (9, 8), 1), (False, (7, 10), 9)):
         x = jnp.asarray(rng.normal(size=(2, *hw, 4)).astype(np.float32))
         conv_mod._SHIFTED = shifted
         try:
-            got, dots = grads(conv_general_dilated, x)
+            got, dots = _kernel_grad_and_dots(conv_general_dilated, x, w, 1)
         finally:
             conv_mod._SHIFTED = True
-        ref, _ = grads(lax.conv_general_dilated, x)
+        ref, _ = _kernel_grad_and_dots(lax.conv_general_dilated, x, w, 1)
         assert dots == want_dots
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
@@ -278,17 +281,11 @@ def test_strided_gradient_groups_kernel_rows_below_the_channel_bound(monkeypatch
     rng = np.random.default_rng(8)
     w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
 
-    def grads(conv, x):
-        dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
-        fn = jax.grad(lambda w_: jnp.sum(jnp.sin(conv(
-            x, w_, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dn))))
-        return np.asarray(jax.jit(fn)(w)), str(jax.make_jaxpr(fn)(w)).count("dot_general")
-
     # one more dot: the input gradient's dY @ W^T (input_grad_strided)
     for bound, hw, want_dots in ((63, (9, 8), 3 + 1), (3, (7, 10), 9 + 1)):
         monkeypatch.setattr(conv_mod, "ROW_GROUP_MAX_CIN", bound)
         x = jnp.asarray(rng.normal(size=(2, *hw, 4)).astype(np.float32))
-        got, dots = grads(conv_general_dilated, x)
-        ref, _ = grads(lax.conv_general_dilated, x)
+        got, dots = _kernel_grad_and_dots(conv_general_dilated, x, w, 2)
+        ref, _ = _kernel_grad_and_dots(lax.conv_general_dilated, x, w, 2)
         assert dots == want_dots
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
