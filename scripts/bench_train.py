@@ -1,6 +1,6 @@
 """Training-throughput benchmark: ``python scripts/benchmark.py train [--models yolox-tiny:416,yolox-s:640]
 [--batch 8] [--dtype float32|bfloat16] [--warmup 2] [--steps 5] [--torch-python PATH]
-[--yolox-src DIR] [--no-cache] [--skip-jax]``.
+[--yolox-src DIR] [--no-cache] [--skip-jax] [--paired R]``.
 
 Ours: the trainer's step (``bind_train_step`` + ``make_optimizer`` + ``jit_train_step`` on a 1-D
 mesh, rbg-key ``jax.jit(model.init)``, EMA on, L1 off) on a synthetic batch
@@ -24,6 +24,13 @@ Its step is the official ``Trainer.train_one_iter``: ``model.train()``; ``model(
 conv weights only)``.step(); ModelEMA update (disable with ``--torch-no-ema``). Only
 ``yolox.models`` is imported; the few helpers it pulls from ``yolox.utils`` (``bboxes_iou``,
 ``meshgrid``) are loaded from their files, and loguru/torchvision are stubbed when missing.
+
+``--paired R`` is the comparison to trust on a shared or throttled machine: both steps are
+compiled / warmed up once and kept alive (the official one in a ``--torch-serve`` subprocess that
+waits on stdin), then R rounds of ``--steps`` steps alternate between the two (ours first in even
+rounds, the official first in odd ones). Each round gives a ratio of medians, so a machine whose
+speed drifts by more than the difference (this VM's does, between minutes) still compares like
+with like; the row reports every round's ratio, their median and the rounds ours won.
 
 Every figure comes with ``os.getloadavg()`` (1-min load), taken right after its timed steps: on a
 shared machine compare rows only at similar load.
@@ -113,7 +120,10 @@ def _cache_files(path):
         return 0
 
 
-def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir):
+def setup_jax(name, hw, batch, dtype, cache_dir):
+    """Compile the trainer's step for ``name`` at ``hw``. Returns ``(run, loss, info)``:
+    ``run(n)`` takes n steps from the kept state and returns their seconds, ``loss()`` the last
+    step's total loss, ``info`` the compile figures."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -173,26 +183,46 @@ def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir):
         except TypeError:  # a jax whose Compiled wants the static arg too
             return step(st, data, None, use_l1)
 
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        state, metrics = run_step(state)
-        jax.block_until_ready((state, metrics))
-        if i >= warmup:
+    box = {"state": state, "metrics": None}
+
+    def run(n):
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            box["state"], box["metrics"] = run_step(box["state"])
+            jax.block_until_ready((box["state"], box["metrics"]))
             times.append(time.perf_counter() - t0)
-    load = _load1()
-    m = jax.device_get(metrics)
-    if int(m["nonfinite"]):
-        print(f"  warning: {name} step reported non-finite loss", file=sys.stderr)
-    times.sort()
-    sec = times[len(times) // 2]
+        m = jax.device_get(box["metrics"])
+        if int(m["nonfinite"]):
+            print(f"  warning: {name} step reported non-finite loss", file=sys.stderr)
+        box["loss"] = float(m["total_loss"])
+        return times
+
     dev = jax.devices()[0]
-    peak = peak_flops(getattr(dev, "device_kind", ""), dev.platform, dtype)
-    mfu = f"{flops / sec / peak * 100:.1f}%" if (flops and peak) else "n/a"
-    return {"impl": "yolox_jax", "model": name, "hw": hw, "batch": batch, "dtype": dtype,
+    info = {"impl": "yolox_jax", "model": name, "hw": hw, "batch": batch, "dtype": dtype,
             "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s, "cache": cache,
-            "step_s": sec, "min_s": times[0], "max_s": times[-1], "img_s": batch / sec,
-            "flops": flops, "mfu": mfu, "load": load, "loss": float(m["total_loss"])}
+            "flops": flops, "peak": peak_flops(getattr(dev, "device_kind", ""), dev.platform,
+                                               dtype)}
+    return run, lambda: box["loss"], info
+
+
+def _timing(times, batch):
+    """Median / min / max of step seconds and images per second at the median."""
+    times = sorted(times)
+    sec = times[len(times) // 2]
+    return {"step_s": sec, "min_s": times[0], "max_s": times[-1], "img_s": batch / sec}
+
+
+def _mfu(flops, peak, sec):
+    return f"{flops / sec / peak * 100:.1f}%" if (flops and peak) else "n/a"
+
+
+def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir):
+    run, loss, info = setup_jax(name, hw, batch, dtype, cache_dir)
+    run(warmup)
+    r = {**info, **_timing(run(steps), batch), "load": _load1(), "loss": loss()}
+    r["mfu"] = _mfu(r["flops"], r.pop("peak"), r["step_s"])
+    return r
 
 
 # --------------------------------------------------------------------------------------- torch
@@ -240,8 +270,9 @@ def _import_official(src: str):
     return models
 
 
-def torch_worker(cfg: dict) -> dict:
-    """Runs inside the torch interpreter: time the official train step, return a dict."""
+def official_step(cfg: dict):
+    """Runs inside the torch interpreter: build the official model, optimizer and EMA for
+    ``cfg``; returns ``(step, info)`` where ``step()`` runs one train step and returns its loss."""
     import math
     from copy import deepcopy
 
@@ -297,26 +328,51 @@ def torch_worker(cfg: dict) -> dict:
     data = synthetic_batch(batch, hw)
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float().contiguous()
     targets = torch.from_numpy(data["labels"])  # padded rows are all-zero, as the official loader
-    times = []
-    loss = float("nan")
-    for i in range(cfg["warmup"] + cfg["steps"]):
-        t0 = time.perf_counter()
+
+    def step():
         outputs = model(images, targets)
         opt.zero_grad()
         outputs["total_loss"].backward()
         opt.step()
         if ema_model is not None:
             ema_update()
-        loss = float(outputs["total_loss"].detach())
-        if i >= cfg["warmup"]:
-            times.append(time.perf_counter() - t0)
-    load = _load1()
-    times.sort()
-    sec = times[len(times) // 2]
-    return {"impl": f"official torch {torch.__version__}", "model": name, "hw": list(hw),
-            "batch": batch, "dtype": "float32", "step_s": sec, "min_s": times[0],
-            "max_s": times[-1], "img_s": batch / sec, "load": load, "loss": loss,
-            "threads": torch.get_num_threads(), "ema": ema_model is not None}
+        return float(outputs["total_loss"].detach())
+
+    info = {"impl": f"official torch {torch.__version__}", "model": name, "hw": list(hw),
+            "batch": batch, "dtype": "float32", "threads": torch.get_num_threads(),
+            "ema": ema_model is not None}
+    return step, info
+
+
+def _timed(step, n):
+    """Seconds of each of ``n`` calls of ``step`` and the last call's value."""
+    times, value = [], float("nan")
+    for _ in range(n):
+        t0 = time.perf_counter()
+        value = step()
+        times.append(time.perf_counter() - t0)
+    return times, value
+
+
+def torch_worker(cfg: dict) -> dict:
+    """Runs inside the torch interpreter: time the official train step, return a dict."""
+    step, info = official_step(cfg)
+    _timed(step, cfg["warmup"])
+    times, loss = _timed(step, cfg["steps"])
+    return {**info, **_timing(times, cfg["batch"]), "load": _load1(), "loss": loss}
+
+
+def torch_serve(cfg: dict) -> None:
+    """Runs inside the torch interpreter for ``--paired``: build and warm up the official step,
+    print ``READY``, then for each line ``n`` on stdin run n steps and print their seconds."""
+    step, info = official_step(cfg)
+    _timed(step, cfg["warmup"])
+    print("READY " + json.dumps(info), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            break
+        times, loss = _timed(step, int(line))
+        print("TIMES " + json.dumps({"times": times, "loss": loss}), flush=True)
 
 
 def bench_torch(python, src, name, hw, batch, warmup, steps, ema, threads):
@@ -333,6 +389,87 @@ def bench_torch(python, src, name, hw, batch, warmup, steps, ema, threads):
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": "torch run failed: " + " | ".join(tail)}
     return json.loads(lines[-1][len("RESULT "):])
+
+
+# -------------------------------------------------------------------------------------- paired
+
+
+def paired_summary(ours, official, batch):
+    """Compare two implementations timed in alternating rounds on one machine.
+
+    ``ours``, ``official``: one list of step seconds per round (same number of rounds). A round's
+    ratio is official median / ours median (> 1: ours faster), so slow drift of the machine
+    between rounds cancels out of each ratio. Returns the per-round ratios, their median, the
+    rounds ours won, and the pooled timing of each side."""
+    import statistics
+
+    if len(ours) != len(official) or not ours:
+        raise ValueError(f"need the same non-zero number of rounds, got {len(ours)} and "
+                         f"{len(official)}")
+    ratios = [statistics.median(o) / statistics.median(u) for u, o in zip(ours, official)]
+    return {"ratios": ratios, "ratio_median": statistics.median(ratios),
+            "wins": sum(r > 1.0 for r in ratios), "rounds": len(ratios),
+            "ours": _timing([t for r in ours for t in r], batch),
+            "official": _timing([t for r in official for t in r], batch)}
+
+
+def _tagged(proc, tag):
+    """The JSON after the next stdout line of ``proc`` that starts with ``tag``."""
+    for line in proc.stdout:
+        if line.startswith(tag):
+            return json.loads(line[len(tag):])
+    raise RuntimeError(f"official worker exited before {tag.strip()} (its stderr is above)")
+
+
+def bench_paired(args, name, hw, cache_dir):
+    """``--paired R``: ours and the official step in one process each, both compiled / warmed
+    up once, then R rounds of ``--steps`` steps each, alternating which side goes first (ABBA)."""
+    if not args.torch_python or not Path(args.torch_python).exists():
+        raise SystemExit("--paired needs --torch-python with torch installed")
+    cfg = {"yolox_src": args.yolox_src, "model": name, "hw": list(hw), "batch": args.batch,
+           "warmup": args.warmup, "steps": args.steps, "ema": not args.torch_no_ema,
+           "threads": args.torch_threads}
+    proc = subprocess.Popen([args.torch_python, str(Path(__file__).resolve()), "--torch-serve",
+                             json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)  # its stderr goes to ours
+    try:
+        run, loss, info = setup_jax(name, hw, args.batch, args.dtype, cache_dir)
+        run(args.warmup)
+        official_info = _tagged(proc, "READY ")
+        ours, official = [], []
+        for k in range(args.paired):
+            for side in ("ours", "official") if k % 2 == 0 else ("official", "ours"):
+                if side == "ours":
+                    ours.append(run(args.steps))
+                else:
+                    proc.stdin.write(f"{args.steps}\n")
+                    proc.stdin.flush()
+                    official.append(_tagged(proc, "TIMES ")["times"])
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+    finally:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    out = paired_summary(ours, official, args.batch)
+    out.update(model=name, hw=list(hw), batch=args.batch, dtype=args.dtype, load=_load1(),
+               loss=loss(), compile_s=info["compile_s"], cache=info["cache"],
+               ours_rounds=ours, official_rounds=official, official_impl=official_info["impl"],
+               official_threads=official_info["threads"])
+    return out
+
+
+def _paired_row(r):
+    hw = f"{r['hw'][0]}x{r['hw'][1]}"
+    u, o = r["ours"], r["official"]
+    ratios = " ".join(f"{x:.2f}" for x in r["ratios"])
+    return (f"| {r['impl']} vs {r['official_impl']} ({r['official_threads']} threads) | "
+            f"{r['model']} | {hw} | {r['batch']} | {r['rounds']} x {len(r['ours_rounds'][0])} | "
+            f"{u['step_s'] * 1e3:.0f} [{u['min_s'] * 1e3:.0f}-{u['max_s'] * 1e3:.0f}] | "
+            f"{o['step_s'] * 1e3:.0f} [{o['min_s'] * 1e3:.0f}-{o['max_s'] * 1e3:.0f}] | "
+            f"{ratios} | **{r['ratio_median']:.2f}x** | {r['wins']}/{r['rounds']} | "
+            f"{r['load']:.2f} |")
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -379,6 +516,10 @@ def main(argv=None):
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
     p.add_argument("--skip-jax", action="store_true", help="only the official PyTorch rows")
+    p.add_argument("--paired", type=int, default=0, metavar="R",
+                   help="paired comparison with the official step (needs --torch-python): both "
+                        "kept warm, R alternating rounds of --steps steps each; reports the "
+                        "per-round ratios (robust to a machine whose speed drifts)")
     p.add_argument("--json", default="", help="also write all results to this JSON file")
     args = p.parse_args(argv)
 
@@ -393,6 +534,8 @@ def main(argv=None):
                 os.path.expanduser("~"), ".cache", "yolox_jax", "xla")
             jax.config.update("jax_compilation_cache_dir", cache_dir)
     print(f"machine: {machine()} | load avg at start {os.getloadavg()[0]:.2f}")
+    if args.paired:
+        return _main_paired(args, cache_dir)
     print("| implementation | model | input | batch | dtype | compile s (cache) | "
           "ms / step median [min-max] | img / s | FLOPs / step | MFU | load 1-min |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -401,11 +544,7 @@ def main(argv=None):
         if not args.skip_jax:
             from yolox_jax.ops import conv as conv_ops
 
-            on_cpu = jax.default_backend() == "cpu"
-            modes = {"off": [False], "on": [True], "both": [False, True]}[args.cpu_gemm_grad]
-            wino_modes = {"off": [False], "on": [True], "both": [False, True]}[args.cpu_winograd]
-            for gemm, wino in [(g, w) for g in (modes if on_cpu else [False])
-                               for w in (wino_modes if g else [False])]:
+            for gemm, wino in _combos(args, jax.default_backend() == "cpu"):
                 conv_ops.use_cpu_gemm_gradients(gemm)
                 conv_ops.use_cpu_winograd(wino)
                 r = bench_jax(name, hw, args.batch, args.dtype, args.warmup, args.steps,
@@ -434,9 +573,50 @@ def main(argv=None):
     return 0
 
 
+def _combos(args, on_cpu):
+    """(gemm gradients, winograd) switch pairs the flags ask for; GPU/TPU: the plain path."""
+    modes = {"off": [False], "on": [True], "both": [False, True]}
+    return [(g, w) for g in (modes[args.cpu_gemm_grad] if on_cpu else [False])
+            for w in (modes[args.cpu_winograd] if g else [False])]
+
+
+def _main_paired(args, cache_dir):
+    import jax
+
+    from bench_common import machine
+    from yolox_jax.ops import conv as conv_ops
+
+    if args.skip_jax:
+        raise SystemExit("--paired compares both sides; drop --skip-jax")
+    print("| implementation | model | input | batch | rounds x steps | ours ms / step median "
+          "[min-max] | official ms / step median [min-max] | per-round ratio (official / ours) | "
+          "median ratio | rounds ours faster | load 1-min |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    results = []
+    for name, hw in _parse_models(args.models):
+        for gemm, wino in _combos(args, jax.default_backend() == "cpu"):
+            conv_ops.use_cpu_gemm_gradients(gemm)
+            conv_ops.use_cpu_winograd(wino)
+            r = bench_paired(args, name, hw, cache_dir)
+            r["impl"] = "yolox_jax" + (" + cpu_gemm_gradients" if gemm else "") + (
+                " + winograd" if wino else "")
+            r["cpu_gemm_gradients"], r["cpu_winograd"] = gemm, wino
+            results.append(r)
+            print(_paired_row(r), flush=True)
+            print(f"  (compile {r['compile_s']:.1f} s ({r['cache']}), loss {r['loss']:.3f})",
+                  flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results},
+                                              indent=1, default=str))
+    return 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--torch-worker":
         print("RESULT " + json.dumps(torch_worker(json.loads(sys.argv[2]))), flush=True)
+        sys.exit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--torch-serve":
+        torch_serve(json.loads(sys.argv[2]))
         sys.exit(0)
     sys.path.insert(0, str(Path(__file__).parent))
     sys.exit(main())

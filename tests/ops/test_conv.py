@@ -126,17 +126,92 @@ def test_stride_one_gradient_takes_the_shifted_gemm():
 
 
 def test_other_convolutions_fall_back_to_lax():
-    """Grouped / dilated / string-padded calls are lax's own (same values, same gradient)."""
+    """Grouped (2 channels a group) / dilated depthwise / string-padded calls are lax's own."""
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(1, 8, 8, 4)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(3, 3, 1, 4)).astype(np.float32))
+    w2 = jnp.asarray(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
     dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
-    for kw in ({"feature_group_count": 4}, {"rhs_dilation": (2, 2), "feature_group_count": 4}):
-        a = conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn, **kw)
-        b = lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn, **kw)
+    for kernel, kw in ((w2, {"feature_group_count": 2}),
+                       (w, {"rhs_dilation": (2, 2), "feature_group_count": 4})):
+        a = conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn, **kw)
+        b = lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn,
+                                     **kw)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     y = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=4)
     assert y.shape == (1, 8, 8, 4)
+
+
+def _depthwise_loop(x, w, strides, pads):
+    """float64 NumPy oracle: y[b, u, v, c] = sum_ij x_pad[b, s*u + i, s*v + j, c] w[i, j, 0, c]."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    kh, kw = w.shape[:2]
+    ho = (xp.shape[1] - kh) // strides[0] + 1
+    wo = (xp.shape[2] - kw) // strides[1] + 1
+    y = np.zeros((x.shape[0], ho, wo, x.shape[3]))
+    for u in range(ho):
+        for v in range(wo):
+            patch = xp[:, u * strides[0]:u * strides[0] + kh, v * strides[1]:v * strides[1] + kw]
+            y[:, u, v] = np.einsum("bijc,ijc->bc", patch, w[:, :, 0])
+    return y
+
+
+@pytest.mark.parametrize("hw,k,strides,pads", [
+    ((9, 8), 3, (1, 1), ((1, 1), (1, 1))), ((9, 8), 3, (2, 2), ((1, 1), (1, 1))),
+    ((11, 7), 5, (2, 1), ((2, 2), (2, 2))), ((10, 10), 3, (2, 2), ((0, 1), (1, 0))),
+])
+def test_depthwise_conv_shifted_against_numpy_loop(hw, k, strides, pads):
+    rng = np.random.default_rng(k + strides[0])
+    x = rng.normal(size=(2, *hw, 6)).astype(np.float32)
+    w = rng.normal(size=(k, k, 1, 6)).astype(np.float32)
+    got = conv_mod.depthwise_conv_shifted(jnp.asarray(x), jnp.asarray(w), strides, pads)
+    np.testing.assert_allclose(np.asarray(got), _depthwise_loop(x, w, strides, pads),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_calls_take_the_shifted_form_with_lax_values_and_gradients(stride):
+    """On CPU a depthwise call holds no convolution, and its value and both gradients equal
+    lax's grouped convolution's; whatever the GEMM-gradient switch says."""
+    conv_mod.use_cpu_gemm_gradients(False)
+    rng = np.random.default_rng(stride)
+    x = jnp.asarray(rng.normal(size=(2, 12, 10, 8)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(3, 3, 1, 8)).astype(np.float32))
+    dn = lax.conv_dimension_numbers(x.shape, w.shape, DN)
+
+    def loss(conv, x, w):
+        return jnp.sum(jnp.sin(conv(x, w, (stride, stride), ((1, 1), (1, 1)),
+                                    dimension_numbers=dn, feature_group_count=8)))
+
+    ours = lambda x, w: loss(conv_general_dilated, x, w)  # noqa: E731
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(jax.grad(ours, (0, 1)))(x, w))
+    l_new, g_new = jax.jit(jax.value_and_grad(ours, (0, 1)))(x, w)
+    l_ref, g_ref = jax.jit(jax.value_and_grad(
+        lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1)))(x, w)
+    np.testing.assert_allclose(float(l_new), float(l_ref), rtol=1e-5)
+    for a, b in zip(g_new, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_bfloat16_accumulates_in_float32():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(1, 8, 8, 4)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 1, 4)).astype(np.float32)
+    got = conv_mod.depthwise_conv_shifted(jnp.asarray(x, jnp.bfloat16),
+                                          jnp.asarray(w, jnp.bfloat16), (1, 1), ((1, 1), (1, 1)))
+    assert got.dtype == jnp.bfloat16
+    xb = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32))
+    wb = np.asarray(jnp.asarray(w, jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_allclose(np.asarray(got.astype(jnp.float32)),
+                               _depthwise_loop(xb, wb, (1, 1), ((1, 1), (1, 1))),
+                               rtol=1e-2, atol=1e-2)
+
+
+def test_depthwise_conv_shifted_rejects_an_empty_output():
+    with pytest.raises(ValueError, match="empty output"):
+        conv_mod.depthwise_conv_shifted(jnp.zeros((1, 2, 2, 3)), jnp.zeros((5, 5, 1, 3)),
+                                        (1, 1), ((0, 0), (0, 0)))
 
 
 def test_small_layers_keep_xla_gradients(monkeypatch):

@@ -144,8 +144,9 @@ class BaseConv(nn.Module):
                     padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
                     kernel_init=torch_kernel_init, dtype=self.dtype,
                     param_dtype=self.param_dtype,
-                    # Plain convs: the kernel gradient as per-tap GEMMs on CPU (ops/conv.py).
-                    conv_general_dilated=conv_general_dilated if self.groups == 1 else None,
+                    # On CPU: GEMM kernel gradients, 1x1 convs as dots, depthwise convs as
+                    # shifted multiply-adds (ops/conv.py); lax's convolution elsewhere.
+                    conv_general_dilated=conv_general_dilated,
                     name="conv")(x)
         x = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x, train)
         return get_activation(self.act)(x)

@@ -27,6 +27,12 @@ its gradient as two 2-D GEMMs (``pointwise_conv``), whether or not the gradient 
 on: XLA:CPU ran those convolutions 2.3-3.5x slower than the dot (session 6), and most of
 YOLOX's convolutions are 1x1.
 
+A depthwise convolution (one group per input channel, channel multiplier 1: YOLOX-nano's and
+the ``depthwise=True`` variants' ``DWConv``) is, on CPU, computed as the ``kh * kw`` shifted
+multiply-adds it is (``depthwise_conv_shifted``), one loop fusion forward and a few backward,
+whatever the switch: XLA:CPU's grouped convolution ran those layers 15-50x slower forward and
+6-40x slower forward+backward (session 10, docs/benchmarks.md).
+
 Only the plain case takes the GEMM path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
 for layers big enough to gain (``MIN_TAP_FLOPS``); any other call goes straight to
 ``lax.conv_general_dilated``. Switched by ``use_cpu_gemm_gradients``
@@ -60,6 +66,48 @@ def _plain(x, w, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature
     return tuple(have) == tuple(want)
 
 
+def _depthwise(x, w, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+               feature_group_count, batch_group_count):
+    """NHWC x HWIO, one group per input channel, channel multiplier 1 (w [kh, kw, 1, C]),
+    explicit padding, no dilation."""
+    if x.ndim != 4 or w.ndim != 4 or feature_group_count == 1:
+        return False
+    if feature_group_count != x.shape[-1] or tuple(w.shape[2:]) != (1, x.shape[-1]):
+        return False
+    return _plain(x, w, padding, lhs_dilation, rhs_dilation, dimension_numbers, 1,
+                  batch_group_count)
+
+
+def depthwise_conv_shifted(x, w, strides, padding):
+    """Depthwise convolution as shifted multiply-adds.
+
+    x [B, H, W, C], w [kh, kw, 1, C], strides (sh, sw), padding ((top, bottom), (left, right))
+    -> [B, Ho, Wo, C] with ``Ho = (H + top + bottom - kh) // sh + 1`` (Wo alike):
+    ``y[b, u, v, c] = sum_{i, j} x_pad[b, sh*u + i, sw*v + j, c] * w[i, j, 0, c]``, the value of
+    ``lax.conv_general_dilated(..., feature_group_count=C)``. Plain autodiff gives its gradients
+    (shifted products and sums over the batch and map). Low-precision inputs accumulate in
+    float32 and the result is cast back.
+    """
+    b, h, wd, c = x.shape
+    kh, kw = w.shape[:2]
+    sh, sw = (int(v) for v in strides)
+    (pt, pb), (pl, pr) = ((int(lo), int(hi)) for lo, hi in padding)
+    ho, wo = (h + pt + pb - kh) // sh + 1, (wd + pl + pr - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"depthwise conv: empty output for input {x.shape}, kernel {w.shape}, "
+                         f"strides {(sh, sw)}, padding {padding}")
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (pt, pb, 0), (pl, pr, 0), (0, 0, 0)))
+    y = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                            (1, sh, sw, 1))
+            term = tap.astype(acc) * w[i, j, 0].astype(acc)
+            y = term if y is None else y + term
+    return y.astype(jnp.result_type(x.dtype, w.dtype))
+
+
 # Below this many FLOPs per kernel-tap GEMM (2 * B*Ho*Wo * Cin * Cout) XLA's own gradients win:
 # nine small GEMMs plus their strided slices cost more in per-kernel overhead than XLA's slow
 # kernel gradient loses. Measured per layer (forward-free vjp, 2-core CPU, session 5): at 6.5-13
@@ -82,6 +130,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """``lax.conv_general_dilated`` with the same signature (pass it to ``flax.linen.Conv``'s
     ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient,
     and on CPU a plain 1x1 stride-1 convolution is computed as the matrix product it is."""
+    if _depthwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                  feature_group_count, batch_group_count) and preferred_element_type is None \
+            and jax.default_backend() == "cpu":
+        return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
     plain = _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                    feature_group_count, batch_group_count)
     if plain and _is_pointwise(rhs.shape, window_strides, padding) and _pointwise_as_dot():
