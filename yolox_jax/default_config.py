@@ -7,8 +7,9 @@ from yolox_jax.config import Config
 
 def synthetic_config() -> Config:
     cfg = Config()
-    # The YOLOX-tiny architecture at 1/3 of its width (~0.56M parameters): depthwise convolutions
-    # (nano) are slow on XLA:CPU, so a narrow dense model trains faster per step.
+    # The YOLOX-tiny architecture at 1/3 of its width (~0.56M parameters): chosen when depthwise
+    # convolutions (nano) were 6-50x slower on XLA:CPU (now shifted multiply-adds, ops/conv.py);
+    # kept, as the quick-start figures in README.md and docs are for this model.
     cfg.model.name = "yolox-tiny"
     cfg.model.width = 0.125
     cfg.model.num_classes = 3
