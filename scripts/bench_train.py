@@ -21,7 +21,9 @@ unpacked at ``--yolox-src``. Nothing is fetched at run time; set up once with::
 
 Its step is the official ``Trainer.train_one_iter``: ``model.train()``; ``model(images, targets)``
 -> loss dict; ``zero_grad``; ``total_loss.backward()``; ``SGD(momentum 0.9, nesterov, wd 5e-4 on
-conv weights only)``.step(); ModelEMA update (disable with ``--torch-no-ema``). Only
+conv weights only)``.step(); ModelEMA update (disable with ``--torch-no-ema``). It runs on CUDA
+when torch sees a GPU (``--torch-device``), then synchronising before each step's clock stops;
+``--torch-fp16`` is the official ``--fp16`` (autocast + GradScaler). Only
 ``yolox.models`` is imported; the few helpers it pulls from ``yolox.utils`` (``bboxes_iou``,
 ``meshgrid``) are loaded from their files, and loguru/torchvision are stubbed when missing.
 
@@ -186,6 +188,8 @@ def setup_jax(name, hw, batch, dtype, cache_dir):
     box = {"state": state, "metrics": None}
 
     def run(n):
+        if n < 1:
+            return []
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
@@ -295,7 +299,11 @@ def official_step(cfg: dict):
         if isinstance(m, nn.BatchNorm2d):
             m.eps, m.momentum = 1e-3, 0.03
     model.head.initialize_biases(1e-2)
-    model.train()
+    want = cfg.get("device") or "auto"
+    device = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    amp = bool(cfg.get("amp")) and device.type == "cuda"  # official Trainer's --fp16
+    model.to(device).train()
 
     pg0, pg1, pg2 = [], [], []  # official Exp.get_optimizer
     for _, v in model.named_modules():
@@ -328,19 +336,34 @@ def official_step(cfg: dict):
     data = synthetic_batch(batch, hw)
     images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float().contiguous()
     targets = torch.from_numpy(data["labels"])  # padded rows are all-zero, as the official loader
+    images, targets = images.to(device), targets.to(device)
+    scaler = torch.cuda.amp.GradScaler(enabled=amp) if amp else None
 
-    def step():
-        outputs = model(images, targets)
-        opt.zero_grad()
-        outputs["total_loss"].backward()
-        opt.step()
+    def step():  # official Trainer.train_one_iter (the batch already on the device)
+        if amp:
+            with torch.autocast("cuda", dtype=torch.float16):
+                outputs = model(images, targets)
+            opt.zero_grad()
+            scaler.scale(outputs["total_loss"]).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            outputs = model(images, targets)
+            opt.zero_grad()
+            outputs["total_loss"].backward()
+            opt.step()
         if ema_model is not None:
             ema_update()
-        return float(outputs["total_loss"].detach())
+        loss = float(outputs["total_loss"].detach())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return loss
 
-    info = {"impl": f"official torch {torch.__version__}", "model": name, "hw": list(hw),
-            "batch": batch, "dtype": "float32", "threads": torch.get_num_threads(),
-            "ema": ema_model is not None}
+    info = {"impl": f"official torch {torch.__version__}"
+                    + (f" on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+            "model": name, "hw": list(hw), "batch": batch,
+            "dtype": "float16 autocast" if amp else "float32", "threads": torch.get_num_threads(),
+            "ema": ema_model is not None, "device": device.type}
     return step, info
 
 
@@ -375,13 +398,14 @@ def torch_serve(cfg: dict) -> None:
         print("TIMES " + json.dumps({"times": times, "loss": loss}), flush=True)
 
 
-def bench_torch(python, src, name, hw, batch, warmup, steps, ema, threads):
+def bench_torch(python, src, name, hw, batch, warmup, steps, ema, threads, device="auto",
+                amp=False):
     if not python or not Path(python).exists():
         return {"error": f"torch interpreter not available ({python or 'no --torch-python'})"}
     if not Path(src, "yolox", "models", "yolox.py").exists():
         return {"error": f"official YOLOX source not available at {src}"}
     cfg = {"yolox_src": src, "model": name, "hw": list(hw), "batch": batch, "warmup": warmup,
-           "steps": steps, "ema": ema, "threads": threads}
+           "steps": steps, "ema": ema, "threads": threads, "device": device, "amp": amp}
     proc = subprocess.run([python, str(Path(__file__).resolve()), "--torch-worker", json.dumps(cfg)],
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -428,7 +452,7 @@ def bench_paired(args, name, hw, cache_dir):
         raise SystemExit("--paired needs --torch-python with torch installed")
     cfg = {"yolox_src": args.yolox_src, "model": name, "hw": list(hw), "batch": args.batch,
            "warmup": args.warmup, "steps": args.steps, "ema": not args.torch_no_ema,
-           "threads": args.torch_threads}
+           "threads": args.torch_threads, "device": args.torch_device, "amp": args.torch_fp16}
     proc = subprocess.Popen([args.torch_python, str(Path(__file__).resolve()), "--torch-serve",
                              json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)  # its stderr goes to ours
@@ -514,6 +538,10 @@ def main(argv=None):
                    help="unpacked official YOLOX 0.3.0 source (the dir holding yolox/)")
     p.add_argument("--torch-no-ema", action="store_true", help="official step without ModelEMA")
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: default)")
+    p.add_argument("--torch-device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the official step runs (auto: CUDA when torch sees a GPU)")
+    p.add_argument("--torch-fp16", action="store_true",
+                   help="official step with fp16 autocast + GradScaler on CUDA (its --fp16)")
     p.add_argument("--no-cache", action="store_true", help="no persistent XLA compilation cache")
     p.add_argument("--skip-jax", action="store_true", help="only the official PyTorch rows")
     p.add_argument("--paired", type=int, default=0, metavar="R",
@@ -526,6 +554,12 @@ def main(argv=None):
     from bench_common import machine
 
     cache_dir = ""
+    if args.torch_python and not any(k in os.environ for k in (
+            "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
+            "XLA_PYTHON_CLIENT_ALLOCATOR")):
+        # On a GPU the official step shares the device with this process, which would otherwise
+        # reserve 75 % of its memory up front; no effect on CPU.
+        os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.45"
     if not args.skip_jax:
         import jax
 
@@ -559,7 +593,8 @@ def main(argv=None):
                       f"loss {r['loss']:.3f})", flush=True)
         if args.torch_python:
             r = bench_torch(args.torch_python, args.yolox_src, name, hw, args.batch, args.warmup,
-                            args.steps, not args.torch_no_ema, args.torch_threads)
+                            args.steps, not args.torch_no_ema, args.torch_threads,
+                            args.torch_device, args.torch_fp16)
             results.append(r)
             if "error" in r:
                 print(f"| official PyTorch YOLOX | {name} | {hw[0]}x{hw[1]} | not available: "
