@@ -585,8 +585,7 @@ def main(argv=None):
                               cache_dir)
                 r["cpu_gemm_gradients"] = gemm
                 r["cpu_winograd"] = wino
-                if gemm:
-                    r["impl"] = "yolox_jax + cpu_gemm_gradients" + (" + winograd" if wino else "")
+                r["impl"] = _impl_label(gemm, wino)
                 results.append(r)
                 print(_row(r), flush=True)
                 print(f"  (init {r['init_s']:.1f} s, trace+lower {r['lower_s']:.1f} s, "
@@ -602,10 +601,18 @@ def main(argv=None):
             else:
                 print(_row(r), flush=True)
                 print(f"  (loss {r['loss']:.3f})", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results},
-                                              indent=1, default=str))
+    _write_json(args.json, machine(), results)
     return 0
+
+
+def _impl_label(gemm, wino):
+    return "yolox_jax" + (" + cpu_gemm_gradients" if gemm else "") + (" + winograd" if wino else "")
+
+
+def _write_json(path, machine_line, results):
+    if path:
+        Path(path).write_text(json.dumps({"machine": machine_line, "results": results},
+                                         indent=1, default=str))
 
 
 def _combos(args, on_cpu):
@@ -633,16 +640,13 @@ def _main_paired(args, cache_dir):
             conv_ops.use_cpu_gemm_gradients(gemm)
             conv_ops.use_cpu_winograd(wino)
             r = bench_paired(args, name, hw, cache_dir)
-            r["impl"] = "yolox_jax" + (" + cpu_gemm_gradients" if gemm else "") + (
-                " + winograd" if wino else "")
+            r["impl"] = _impl_label(gemm, wino)
             r["cpu_gemm_gradients"], r["cpu_winograd"] = gemm, wino
             results.append(r)
             print(_paired_row(r), flush=True)
             print(f"  (compile {r['compile_s']:.1f} s ({r['cache']}), loss {r['loss']:.3f})",
                   flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results},
-                                              indent=1, default=str))
+    _write_json(args.json, machine(), results)
     return 0
 
 

@@ -129,10 +129,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None):
     """``lax.conv_general_dilated`` with the same signature (pass it to ``flax.linen.Conv``'s
     ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient,
-    and on CPU a plain 1x1 stride-1 convolution is computed as the matrix product it is."""
+    and on CPU a plain 1x1 stride-1 convolution is computed as the matrix product it is and a
+    depthwise one as its shifted multiply-adds."""
     if _depthwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                   feature_group_count, batch_group_count) and preferred_element_type is None \
-            and jax.default_backend() == "cpu":
+            and _cpu_backend():
         return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
     plain = _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                    feature_group_count, batch_group_count)
@@ -154,11 +155,16 @@ def _is_pointwise(w_shape, strides, padding):
         all(int(lo) == 0 and int(hi) == 0 for lo, hi in padding)
 
 
+def _cpu_backend() -> bool:
+    """Trace-time platform test for the always-on CPU forms (1x1 convolutions as dots, depthwise
+    ones as shifted multiply-adds); other backends keep the convolution."""
+    return jax.default_backend() == "cpu"
+
+
 def _pointwise_as_dot() -> bool:
     """Trace-time: XLA:CPU runs a 1x1 convolution 2.3-3.5x slower than the same product written
-    as a dot (per-layer timings and the whole-step A/B: docs/benchmarks.md, session 6). Other
-    backends keep the convolution."""
-    return jax.default_backend() == "cpu"
+    as a dot (per-layer timings and the whole-step A/B: docs/benchmarks.md, session 6)."""
+    return _cpu_backend()
 
 
 def pointwise_conv(x, w, precision=None, preferred_element_type=None):
