@@ -1,5 +1,6 @@
-"""Embedded default: a small YOLOX-nano on the built-in synthetic shapes (no download, CPU)."""
-from yolox_jax.default_config import synthetic_config
+"""Embedded default: a small YOLOX-tiny-shaped model on the built-in synthetic shapes (no
+download, CPU)."""
+from yolox_jax.config import synthetic_config
 
 
 def get_config():

@@ -12,7 +12,7 @@ Two PyTorch baselines. (1) The official code itself when an unpacked yolox sourc
 its build pins onnx): its ``YOLOXHead.get_assignments`` per image. Release 0.3.0 still has the
 legacy in-box-or-centre rule, so it is compared with ``candidate_rule="box_or_center"``.
 (2) For the current centre rule, this project's per-image re-implementation of the official
-``get_assignments`` / ``simota_matching`` control flow, written from YOLOX_REFERENCE.md §3.1-3.3: boolean indexing to the candidate anchors, a [G, N, C] repeated
+``get_assignments`` / ``simota_matching`` control flow, written from docs/official-behaviour.md §3.1-3.3: boolean indexing to the candidate anchors, a [G, N, C] repeated
 ``F.binary_cross_entropy`` class cost, a Python loop of ``torch.topk`` per gt and the conflict
 fix-up, one image at a time with only that image's valid gts (no padding). It runs in a
 subprocess with ``--torch-python`` (default: this interpreter if it can import torch, else

@@ -20,9 +20,12 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    from yolox_jax.train import host_malloc
+    from yolox_jax.cpu import tuned
 
-    malloc = "glibc malloc tuned for XLA" if host_malloc.applied() else "default malloc"
+    state = tuned()
+    malloc = "glibc malloc tuned for XLA" if state["malloc"] else "default malloc"
+    if state["xla_flags"]:
+        malloc += ", Eigen convolutions"
     return (f"{dev.platform}:{getattr(dev, 'device_kind', '')} | {cpu} x{os.cpu_count()} | "
             f"jax {jax.__version__} | {malloc} | {datetime.date.today().isoformat()}")
 

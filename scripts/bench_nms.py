@@ -17,7 +17,7 @@ Rows:
   benchmark with ``LD_LIBRARY_PATH`` pointing at them);
 * the hard NMS stage alone: torchvision ``batched_nms`` per image on the candidates over conf
   vs jitted ``nms_batched`` (K = 1000, so every survivor is kept as torchvision keeps them);
-* Soft-NMS (gaussian, sigma 0.5, and the seed's sigma="mean"), K = 100: the NMS stage alone
+* Soft-NMS (gaussian, sigma 0.5, and the adaptive sigma="mean"), K = 100: the NMS stage alone
   (jitted ``nms_batched`` vs a NumPy loop, both given boxes / scores / labels and filtering by
   conf themselves), and whole post-processing (jitted ``postprocess`` vs NumPy incl. the
   class max/argmax).
@@ -215,7 +215,7 @@ def main(argv=None):
 
     import yolox_jax
     from bench_common import machine, time_fn
-    from yolox_jax.ops.nms import nms_batched
+    from yolox_jax.nms import nms_batched
 
     decoded_np = make_decoded(args.batch)
     decoded = jax.device_put(decoded_np)

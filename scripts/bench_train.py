@@ -1,6 +1,6 @@
 """Training-throughput benchmark: ``python scripts/benchmark.py train [--models yolox-tiny:416,yolox-s:640]
 [--batch 8] [--dtype float32|bfloat16] [--warmup 2] [--steps 5] [--torch-python PATH]
-[--yolox-src DIR] [--no-cache] [--skip-jax] [--paired R]``.
+[--yolox-src DIR] [--conv auto|xla|cpu|both] [--no-cache] [--skip-jax] [--paired R]``.
 
 Ours: the trainer's step (``bind_train_step`` + ``make_optimizer`` + ``jit_train_step`` on a 1-D
 mesh, rbg-key ``jax.jit(model.init)``, EMA on, L1 off) on a synthetic batch
@@ -12,7 +12,7 @@ on a GPU/TPU whose peak is in ``PEAK_FLOPS`` ("n/a" on CPU). XLA's persistent co
 "cache" column says whether this run's compile was a miss (new cache entries) or a hit.
 
 Official PyTorch YOLOX (optional): runs as a subprocess with ``--torch-python`` (a separate
-interpreter that has torch; /work/venv never needs it) on the official YOLOX 0.3.0 source
+interpreter that has torch; yolox_jax itself never needs it) on the official YOLOX 0.3.0 source
 unpacked at ``--yolox-src``. Nothing is fetched at run time; set up once with::
 
     python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch numpy
@@ -31,7 +31,7 @@ when torch sees a GPU (``--torch-device``), then synchronising before each step'
 compiled / warmed up once and kept alive (the official one in a ``--torch-serve`` subprocess that
 waits on stdin), then R rounds of ``--steps`` steps alternate between the two (ours first in even
 rounds, the official first in odd ones). Each round gives a ratio of medians, so a machine whose
-speed drifts by more than the difference (this VM's does, between minutes) still compares like
+speed drifts by more than the difference (a shared VM's often does, from minute to minute) still compares like
 with like; the row reports every round's ratio, their median and the rounds ours won.
 
 Every figure comes with ``os.getloadavg()`` (1-min load), taken right after its timed steps: on a
@@ -122,7 +122,7 @@ def _cache_files(path):
         return 0
 
 
-def setup_jax(name, hw, batch, dtype, cache_dir):
+def setup_jax(name, hw, batch, dtype, cache_dir, conv="xla"):
     """Compile the trainer's step for ``name`` at ``hw``. Returns ``(run, loss, info)``:
     ``run(n)`` takes n steps from the kept state and returns their seconds, ``loss()`` the last
     step's total loss, ``info`` the compile figures."""
@@ -137,7 +137,7 @@ def setup_jax(name, hw, batch, dtype, cache_dir):
     from yolox_jax.train.step import bind_train_step
 
     mesh = make_mesh()
-    model = build_model(name, num_classes=80,
+    model = build_model(name, num_classes=80, conv=conv,
                         **({"dtype": jnp.bfloat16} if dtype == "bfloat16" else {}))
     lr_fn = yolox_warm_cos_lr(0.01 / 64 * batch, 1000, 300, warmup_epochs=5, no_aug_epochs=15,
                               min_lr_ratio=0.05)
@@ -221,8 +221,8 @@ def _mfu(flops, peak, sec):
     return f"{flops / sec / peak * 100:.1f}%" if (flops and peak) else "n/a"
 
 
-def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir):
-    run, loss, info = setup_jax(name, hw, batch, dtype, cache_dir)
+def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir, conv="xla"):
+    run, loss, info = setup_jax(name, hw, batch, dtype, cache_dir, conv)
     run(warmup)
     r = {**info, **_timing(run(steps), batch), "load": _load1(), "loss": loss()}
     r["mfu"] = _mfu(r["flops"], r.pop("peak"), r["step_s"])
@@ -445,7 +445,7 @@ def _tagged(proc, tag):
     raise RuntimeError(f"official worker exited before {tag.strip()} (its stderr is above)")
 
 
-def bench_paired(args, name, hw, cache_dir):
+def bench_paired(args, name, hw, cache_dir, conv="xla"):
     """``--paired R``: ours and the official step in one process each, both compiled / warmed
     up once, then R rounds of ``--steps`` steps each, alternating which side goes first (ABBA)."""
     if not args.torch_python or not Path(args.torch_python).exists():
@@ -457,7 +457,7 @@ def bench_paired(args, name, hw, cache_dir):
                              json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)  # its stderr goes to ours
     try:
-        run, loss, info = setup_jax(name, hw, args.batch, args.dtype, cache_dir)
+        run, loss, info = setup_jax(name, hw, args.batch, args.dtype, cache_dir, conv)
         run(args.warmup)
         official_info = _tagged(proc, "READY ")
         ours, official = [], []
@@ -523,13 +523,10 @@ def main(argv=None):
                    help="comma-separated name:size (size H or HxW), e.g. yolox-tiny:416")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--cpu-gemm-grad", choices=["off", "on", "both"], default="both",
-                   help="CPU convolution gradients as GEMMs (yolox_jax.ops.conv, opt-in in "
-                        "training): time without, with, or both")
-    p.add_argument("--cpu-winograd", choices=["off", "on", "both"], default="off",
-                   help="with the GEMM gradients: large 3x3 stride-1 convolutions (forward and "
-                        "input gradient) by Winograd F(2x2, 3x3) (yolox_jax.ops.conv; "
-                        "train.cpu_winograd, off by default): time without, with, or both")
+    p.add_argument("--conv", choices=["auto", "xla", "cpu", "both"], default="auto",
+                   help="how model layers convolve (build_model's conv): auto = cpu on a CPU "
+                        "backend (what yolox-jax train uses there), xla elsewhere; both = time "
+                        "xla and cpu")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--torch-python", default="",
@@ -576,16 +573,11 @@ def main(argv=None):
     results = []
     for name, hw in _parse_models(args.models):
         if not args.skip_jax:
-            from yolox_jax.ops import conv as conv_ops
-
-            for gemm, wino in _combos(args, jax.default_backend() == "cpu"):
-                conv_ops.use_cpu_gemm_gradients(gemm)
-                conv_ops.use_cpu_winograd(wino)
+            for conv in _convs(args, jax.default_backend() == "cpu"):
                 r = bench_jax(name, hw, args.batch, args.dtype, args.warmup, args.steps,
-                              cache_dir)
-                r["cpu_gemm_gradients"] = gemm
-                r["cpu_winograd"] = wino
-                r["impl"] = _impl_label(gemm, wino)
+                              cache_dir, conv)
+                r["conv"] = conv
+                r["impl"] = _impl_label(conv)
                 results.append(r)
                 print(_row(r), flush=True)
                 print(f"  (init {r['init_s']:.1f} s, trace+lower {r['lower_s']:.1f} s, "
@@ -605,8 +597,8 @@ def main(argv=None):
     return 0
 
 
-def _impl_label(gemm, wino):
-    return "yolox_jax" + (" + cpu_gemm_gradients" if gemm else "") + (" + winograd" if wino else "")
+def _impl_label(conv):
+    return f"yolox_jax conv={conv}"
 
 
 def _write_json(path, machine_line, results):
@@ -615,18 +607,17 @@ def _write_json(path, machine_line, results):
                                          indent=1, default=str))
 
 
-def _combos(args, on_cpu):
-    """(gemm gradients, winograd) switch pairs the flags ask for; GPU/TPU: the plain path."""
-    modes = {"off": [False], "on": [True], "both": [False, True]}
-    return [(g, w) for g in (modes[args.cpu_gemm_grad] if on_cpu else [False])
-            for w in (modes[args.cpu_winograd] if g else [False])]
+def _convs(args, on_cpu):
+    """The ``conv`` choices ``--conv`` asks for."""
+    if args.conv == "auto":
+        return ["cpu" if on_cpu else "xla"]
+    return ["xla", "cpu"] if args.conv == "both" else [args.conv]
 
 
 def _main_paired(args, cache_dir):
     import jax
 
     from bench_common import machine
-    from yolox_jax.ops import conv as conv_ops
 
     if args.skip_jax:
         raise SystemExit("--paired compares both sides; drop --skip-jax")
@@ -636,12 +627,10 @@ def _main_paired(args, cache_dir):
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for name, hw in _parse_models(args.models):
-        for gemm, wino in _combos(args, jax.default_backend() == "cpu"):
-            conv_ops.use_cpu_gemm_gradients(gemm)
-            conv_ops.use_cpu_winograd(wino)
-            r = bench_paired(args, name, hw, cache_dir)
-            r["impl"] = _impl_label(gemm, wino)
-            r["cpu_gemm_gradients"], r["cpu_winograd"] = gemm, wino
+        for conv in _convs(args, jax.default_backend() == "cpu"):
+            r = bench_paired(args, name, hw, cache_dir, conv)
+            r["impl"] = _impl_label(conv)
+            r["conv"] = conv
             results.append(r)
             print(_paired_row(r), flush=True)
             print(f"  (compile {r['compile_s']:.1f} s ({r['cache']}), loss {r['loss']:.3f})",
@@ -658,4 +647,7 @@ if __name__ == "__main__":
         torch_serve(json.loads(sys.argv[2]))
         sys.exit(0)
     sys.path.insert(0, str(Path(__file__).parent))
+    from yolox_jax.cpu import tune_process
+
+    tune_process()          # as benchmark.py and the command line do (a no-op off CPU)
     sys.exit(main())

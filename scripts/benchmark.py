@@ -2,9 +2,10 @@
 """Benchmark harness: ``python scripts/benchmark.py {assign,nms,data,train,model} [options]``.
 
 Each topic lives in ``scripts/bench_<topic>.py`` with a ``main(argv)``; results print as Markdown
-table rows with the machine and date, ready for docs/benchmarks.md. The machine line says
-whether glibc malloc was tuned for XLA:CPU (``import yolox_jax`` does it on CPU hosts; set
-``YOLOX_JAX_HOST_MALLOC=0`` to measure without).
+table rows with the machine and date, ready for docs/benchmarks.md. On a CPU host the process is
+tuned first, as the ``yolox-jax`` command line does (``yolox_jax.cpu.tune_process``: glibc malloc
+and XLA:CPU's Eigen convolutions; ``YOLOX_JAX_HOST_MALLOC=0`` / ``YOLOX_JAX_XLA_CPU_FLAGS=0``
+measure without); the machine line says what was tuned.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ def main(argv=None):
         print("topics:", ", ".join(TOPICS))
         return 2
     sys.path.insert(0, str(Path(__file__).parent))
-    # Before any JAX backend starts: yolox_jax's import tunes glibc malloc for XLA:CPU
-    # (yolox_jax/train/host_malloc.py; YOLOX_JAX_HOST_MALLOC=0 measures without it).
-    import yolox_jax  # noqa: F401
+    # Before any JAX backend starts, as the command line does (a no-op off CPU).
+    from yolox_jax.cpu import tune_process
+
+    tune_process()
 
     module = importlib.import_module(f"bench_{argv[0]}")
     return module.main(argv[1:])

@@ -37,6 +37,11 @@ def pytest_configure(config):
     cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), "yolox_jax_test_xla_cache"))
     jax.config.update("jax_compilation_cache_dir", cache)
-    # No precompile child for the trainer in tests (each would add a process start and a trace);
-    # tests/train/test_precompile.py exercises it directly.
+    # No compile child when a test runs the command line in-process (each would add a process
+    # start and a trace); tests/cpu/test_precompile.py exercises it directly.
     os.environ.setdefault("YOLOX_JAX_PRECOMPILE", "0")
+    # The suite's own process is tuned as the command line tunes a CPU process (faster steps;
+    # a no-op elsewhere). Tests of the untuned library use fresh processes (tests/test_import.py).
+    from yolox_jax.cpu import tune_process
+
+    tune_process()

@@ -9,7 +9,7 @@ import pytest
 from yolox_jax import convert
 from yolox_jax.models.yolox import MODEL_NAMES, build_model
 
-# YOLOX_REFERENCE.md §1.8: keys of the official state_dict, BN buffers included.
+# docs/official-behaviour.md §1.8: keys of the official state_dict, BN buffers included.
 OFFICIAL_KEYS = {"yolox-nano": 642, "yolox-tiny": 462, "yolox-s": 462, "yolox-m": 606,
                  "yolox-l": 750, "yolox-x": 894, "yolox-darknet53": 528}
 

@@ -1,34 +1,13 @@
 """yolox_jax: YOLOX object detection in JAX/Flax.
 
-Public API (see README and ../shared/API.md): ``build_model``, ``anchor_grid``, ``decode``,
-``postprocess``, and the modules ``convert``, ``assign``, ``losses``, ``nms``. Names are
-resolved lazily so that ``import yolox_jax`` stays cheap.
+Public API (docs/api.md): ``build_model``, ``MODEL_NAMES``, ``anchor_grid``, ``decode``,
+``postprocess``, ``Detections``, and the modules ``convert``, ``assign``, ``losses``, ``nms``,
+``cpu`` (opt-in CPU speed-ups), ``models``, ``ops``, ``data``, ``train``, ``eval``. Names load
+lazily, so ``import yolox_jax`` is cheap; importing changes nothing in the process.
 """
 from __future__ import annotations
 
 import importlib
-
-from yolox_jax.train import host_malloc as _host_malloc
-
-# Before any JAX backend exists: let XLA:CPU reuse its step buffers (see train/host_malloc.py).
-# A tuning, never a reason for the import to fail.
-try:
-    _host_malloc.apply_default()
-except Exception as _err:  # noqa: BLE001
-    import logging as _logging
-
-    _logging.getLogger(__name__).warning("glibc malloc tuning skipped: %s", _err)
-
-from yolox_jax.train import host_xla_flags as _host_xla_flags
-
-# Also before any backend: XLA:CPU's Eigen convolutions instead of YNNPACK's (faster here; see
-# train/host_xla_flags.py).
-try:
-    _host_xla_flags.apply_default()
-except Exception as _err:  # noqa: BLE001
-    import logging as _logging
-
-    _logging.getLogger(__name__).warning("XLA:CPU flag setup skipped: %s", _err)
 
 __version__ = "0.1.0"
 
@@ -40,7 +19,7 @@ _ATTRS = {
     "postprocess": "yolox_jax.ops.postprocess",
     "Detections": "yolox_jax.ops.postprocess",
 }
-_MODULES = {"convert", "assign", "losses", "nms", "models", "ops", "data", "train", "eval", "configs"}
+_MODULES = ("convert", "assign", "losses", "nms", "cpu", "models", "ops", "data", "train", "eval")
 
 __all__ = sorted(_ATTRS) + sorted(_MODULES)
 
@@ -51,3 +30,7 @@ def __getattr__(name):
     if name in _MODULES:
         return importlib.import_module(f"yolox_jax.{name}")
     raise AttributeError(f"module 'yolox_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

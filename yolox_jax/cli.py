@@ -93,6 +93,11 @@ def main(argv=None) -> int:
 
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + f" --xla_force_host_platform_device_count={args.devices}")
+    # Before any JAX backend starts: on a CPU host, tune malloc and XLA:CPU for training (a
+    # no-op where JAX runs on a GPU or TPU).
+    from yolox_jax.cpu import tune_process
+
+    tune_process()
     _enable_compilation_cache()
     try:
         cfg = _load(args)
@@ -101,12 +106,19 @@ def main(argv=None) -> int:
         return 2
 
     if args.command == "train":
+        from yolox_jax.cpu import precompile
         from yolox_jax.train.loop import train
+        from yolox_jax.train.sharding import maybe_initialize_distributed
 
         if args.resume:
             cfg.run.resume = True
         if args.ckpt:
             cfg.run.init_from = args.ckpt
+        r = cfg.run
+        maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes,
+                                     r.process_id)          # before anything starts a backend
+        if precompile.wanted(cfg):
+            precompile.precompile_in_child(cfg)
         out = train(cfg)
         summary = {"step": out["step"], "run_dir": out["run_dir"],
                    "train": {k: round(float(v), 5) for k, v in out["train"].items()},

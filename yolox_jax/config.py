@@ -23,6 +23,10 @@ class ModelConfig:
     depth: Optional[float] = None
     width: Optional[float] = None
     act: Optional[str] = None
+    # How layers convolve: "xla" (XLA's convolution), "cpu" (yolox_jax.cpu.conv: the forms XLA:CPU
+    # runs fastest, same values to float rounding), "auto" ("cpu" on a CPU backend, else "xla"),
+    # or "module:function" naming a lax.conv_general_dilated-compatible function.
+    conv: str = "auto"
 
 
 @dataclass
@@ -83,23 +87,16 @@ class TrainConfig:
     ema_ramp: float = 2000.0
     # "float32" | "bfloat16" (bf16 compute, float32 master weights)
     compute_dtype: str = "float32"
-    # CPU only (ignored on GPU/TPU): convolution kernel / strided input gradients as GEMMs
-    # (ops/conv.py; ~1.6x faster steps on a 2-core CPU, same gradients to float rounding).
-    cpu_gemm_gradients: bool = True
-    # CPU only, with cpu_gemm_gradients: 3x3 stride-1 convolutions with >= 48 channels (forward
-    # and input gradient) by Winograd F(2x2, 3x3) (ops/conv.py; same values to float rounding).
-    # Off by default: faster than YNNPACK's convolution, not than XLA's Eigen one, which
-    # yolox_jax selects on CPU (train/host_xla_flags.py; docs/benchmarks.md, session 9).
-    cpu_winograd: bool = False
-    # CPU only: compile the run's programs in a child process that fills the persistent cache, so
-    # that this process loads them (a step compiled in-process runs 30-55 % slower on CPU:
-    # yolox_jax/train/precompile.py). Needs the cache on (yolox-jax turns it on).
+    # CPU, yolox-jax command line: compile the run's programs in a child process that fills the
+    # persistent cache, so that the training process loads them (in a process tuned by
+    # yolox_jax.cpu.tune_process a step compiled in-process runs 30-55 % slower:
+    # yolox_jax/cpu/precompile.py). Needs the cache on (yolox-jax turns it on).
     precompile_in_child: bool = True
     # Limit epoch length (0 = len(dataset) // batch) -- handy for smoke runs.
     steps_per_epoch: int = 0
     seed: int = 0
     print_interval: int = 10
-    # loss options (see yolox_jax.ops.losses)
+    # loss options (see yolox_jax.losses)
     iou_loss_type: str = "iou"
     obj_target: str = "binary"
     center_radius: float = 1.5
@@ -222,14 +219,46 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+def synthetic_config() -> Config:
+    """The embedded default experiment: a small YOLOX on the built-in synthetic shapes dataset,
+    sized to train to a useful AP in minutes on a 2-core CPU (the README quick start)."""
+    cfg = Config()
+    # The YOLOX-tiny architecture at 1/3 of its width (~0.56M parameters).
+    cfg.model.name = "yolox-tiny"
+    cfg.model.width = 0.125
+    cfg.model.num_classes = 3
+    cfg.data.source = "synthetic"
+    cfg.data.synthetic_train_images = 1024
+    cfg.data.synthetic_val_images = 128
+    cfg.data.synthetic_image_size = (160, 160)
+    cfg.data.input_size = (160, 160)
+    cfg.data.test_size = (160, 160)
+    cfg.data.batch_size = 16
+    cfg.data.num_workers = 0
+    cfg.data.max_labels = 32
+    cfg.data.mosaic_prob = 0.5
+    cfg.data.enable_mixup = False
+    cfg.data.mosaic_scale = (0.5, 1.5)
+    cfg.data.multiscale_range = 0
+    cfg.train.max_epoch = 10
+    cfg.train.warmup_epochs = 1
+    cfg.train.no_aug_epochs = 2
+    # A small batch on CPU: a higher per-image lr than the official 0.01/64 converges in minutes.
+    cfg.train.basic_lr_per_img = 0.04 / 64
+    cfg.train.ema_ramp = 200.0
+    cfg.eval.interval = 5
+    cfg.eval.batch_size = 32
+    cfg.run.output_dir = "outputs"
+    cfg.run.experiment = "synthetic"
+    return cfg
+
+
 def load_config(path_or_name: str | None = None, overrides: list[str] | None = None) -> Config:
     """Load ``configs/<name>.py`` (or a path to any such file) and apply overrides.
 
     ``None`` gives the embedded default: the small model on the synthetic dataset.
     """
     if path_or_name is None:
-        from yolox_jax.default_config import synthetic_config
-
         cfg = synthetic_config()
     else:
         path = Path(path_or_name)

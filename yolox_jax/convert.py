@@ -1,4 +1,4 @@
-"""Official PyTorch YOLOX checkpoints <-> yolox_jax variables (YOLOX_REFERENCE.md §1.8).
+"""Official PyTorch YOLOX checkpoints <-> yolox_jax variables (docs/official-behaviour.md §1.8).
 
 Flax module paths mirror the official attribute paths with list indices joined by ``_``
 (``backbone.backbone.dark2.1.m.0.conv1`` <-> ``backbone/backbone/dark2_1/m_0/conv1``), so the

@@ -1,4 +1,4 @@
-"""Multiscale sizes and the on-device batch resize (YOLOX_REFERENCE.md §4)."""
+"""Multiscale sizes and the on-device batch resize (docs/official-behaviour.md §4)."""
 import cv2
 import jax
 import numpy as np

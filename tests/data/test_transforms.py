@@ -1,4 +1,4 @@
-"""Per-image transforms against hand-computed expectations (YOLOX_REFERENCE.md §5.2–5.4)."""
+"""Per-image transforms against hand-computed expectations (docs/official-behaviour.md §5.2–5.4)."""
 import math
 
 import cv2

@@ -10,7 +10,7 @@ import yolox_jax
 from yolox_jax.models.yolox import MODEL_NAMES, build_model
 from yolox_jax.ops.anchors import num_anchors
 
-# YOLOX_REFERENCE.md §1.7: sum(p.numel() for p in model.parameters()) of the official build
+# docs/official-behaviour.md §1.7: sum(p.numel() for p in model.parameters()) of the official build
 # (conv weights, pred biases, BN weight/bias; BN running stats are buffers, not counted).
 OFFICIAL_PARAMS = {
     "yolox-nano": 912_159, "yolox-tiny": 5_055_855, "yolox-s": 8_968_255,

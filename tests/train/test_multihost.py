@@ -1,4 +1,5 @@
-"""Real multi-process data parallelism: ``jax.distributed`` with two CPU processes on localhost.
+"""Data parallelism: one process over 4 simulated CPU devices equals one device, and real
+multi-process runs (``jax.distributed`` with two CPU processes on localhost) equal one process.
 
 The processes talk through JAX's CPU collectives (gloo), so this is the multi-host code path
 (``maybe_initialize_distributed``, ``make_array_from_process_local_data``, per-process data
@@ -16,8 +17,9 @@ import pytest
 from tiny_step import worker_env
 
 STEP_WORKER = textwrap.dedent(r"""
-    # argv: out.npz mode [process_id port]; mode "single" = 1 process x 4 devices,
-    # "multi" = this is one of 2 processes x 2 devices.
+    # argv: out_prefix mode [process_id port]; mode "single" = 1 process x 4 devices (writes
+    # <out>1.npz after one step on 1 device, <out>.npz after two steps on all 4, and
+    # <out>4_first.npz after the first of them), "multi" = one of 2 processes x 2 devices.
     import os, sys
     out, mode = sys.argv[1], sys.argv[2]
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + (
@@ -35,20 +37,36 @@ STEP_WORKER = textwrap.dedent(r"""
     p, n = jax.process_index(), jax.process_count()
     # Each process holds only its own rows of the global batch.
     local = {k: v[p * 8 // n:(p + 1) * 8 // n] for k, v in batch.items()}
-    mesh = make_mesh()
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 96, 3)), train=False)
-    state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(variables)
-    fn = jit_train_step(step, mesh)
-    init = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
-    losses = []
-    for _ in range(2):
-        state, metrics = fn(state, shard_batch(local, mesh), None, np.bool_(True))
-        losses.append(float(metrics["total_loss"]))
-    tree = (state.params, state.batch_stats, state.ema_params, state.ema_batch_stats)
-    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
-    moved = max(float(np.max(np.abs(np.asarray(a) - b)))
-                for a, b in zip(jax.tree_util.tree_leaves(state.params), init))
-    np.savez(out, losses=np.array(losses), moved=np.float32(moved), *leaves)
+
+    def leaves(state, metrics):
+        tree = (state.params, state.batch_stats, state.ema_params, state.ema_batch_stats)
+        return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)], \
+            {k: np.asarray(v) for k, v in metrics.items()}
+
+    def run(mesh, steps):
+        state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(variables)
+        fn = jit_train_step(step, mesh)
+        sharded = shard_batch(local, mesh)
+        assert len(sharded["images"].sharding.device_set) == mesh.devices.size
+        init = [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
+        saved = []
+        for _ in range(steps):
+            state, metrics = fn(state, sharded, None, np.bool_(True))
+            saved.append(leaves(state, metrics))
+        moved = max(float(np.max(np.abs(np.asarray(a) - b)))
+                    for a, b in zip(jax.tree_util.tree_leaves(state.params), init))
+        return saved, moved
+
+    if mode == "single":
+        (one,), _ = run(make_mesh(jax.devices()[:1]), 1)
+        np.savez(out + "1.npz", *one[0], **{"metric_" + k: v for k, v in one[1].items()})
+    saved, moved = run(make_mesh(), 2)
+    if mode == "single":
+        np.savez(out + "4_first.npz", *saved[0][0],
+                 **{"metric_" + k: v for k, v in saved[0][1].items()})
+    losses = np.array([m["total_loss"] for _, m in saved])
+    np.savez(out + ".npz", *saved[-1][0], losses=losses, moved=np.float32(moved))
     print("OK", p, n, losses)
 """)
 
@@ -109,18 +127,41 @@ def _run_pair(args_of, timeout=900):
     return results
 
 
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory):
+    """The 1-process run: one step on 1 device, two steps on 4 devices (one program each)."""
+    out = tmp_path_factory.mktemp("single") / "s"
+    single = subprocess.run([sys.executable, "-c", STEP_WORKER, str(out), "single"],
+                            env=_env(), capture_output=True, text=True, timeout=900)
+    assert single.returncode == 0, single.stderr[-4000:]
+    return out
+
+
+def test_one_step_on_four_devices_equals_one_device(single_process):
+    """The batch sharded over 4 devices (global BatchNorm statistics, loss normalised by the
+    global foreground count) gives the 1-device step's losses, params and BN statistics."""
+    one = np.load(f"{single_process}1.npz")
+    four = np.load(f"{single_process}4_first.npz")
+    metrics = [k for k in one.files if k.startswith("metric_")]
+    assert float(one["metric_num_fg"]) > 0 and float(one["metric_total_loss"]) > 0
+    for k in metrics:
+        np.testing.assert_allclose(one[k], four[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    arrays = [k for k in one.files if not k.startswith("metric_")]
+    assert len(arrays) > 100
+    for k in arrays:
+        np.testing.assert_allclose(one[k], four[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one_process(tmp_path):
+def test_two_processes_equal_one_process(tmp_path, single_process):
     """2 processes x 2 devices, each feeding only its half of the batch: the params, BN
     statistics and EMA after two steps equal the 1-process 4-device run and agree bitwise across the
     two processes (the state is replicated)."""
-    single = subprocess.run([sys.executable, "-c", STEP_WORKER, str(tmp_path / "s.npz"), "single"],
-                            env=_env(), capture_output=True, text=True, timeout=900)
-    assert single.returncode == 0, single.stderr[-4000:]
     port = _free_port()
-    _run_pair(lambda pid: [sys.executable, "-c", STEP_WORKER, str(tmp_path / f"m{pid}.npz"),
+    _run_pair(lambda pid: [sys.executable, "-c", STEP_WORKER, str(tmp_path / f"m{pid}"),
                            "multi", str(pid), str(port)])
-    s, m0, m1 = (np.load(tmp_path / f) for f in ("s.npz", "m0.npz", "m1.npz"))
+    s = np.load(f"{single_process}.npz")
+    m0, m1 = (np.load(tmp_path / f) for f in ("m0.npz", "m1.npz"))
     keys = [k for k in s.files if k not in ("losses", "moved")]
     assert len(keys) > 100
     for k in keys:

@@ -18,14 +18,9 @@ def test_small_model_learns_synthetic_shapes(tmp_path):
         "data.synthetic_train_images=512", "data.synthetic_val_images=64",
         "data.synthetic_image_size=(160,160)", "data.input_size=(160,160)", "data.test_size=(160,160)",
         "train.max_epoch=8", "train.print_interval=8", "eval.interval=100",
-        # 8 epochs of 32 steps (6 left the loss at 0.71x its start with the Eigen convolutions
-        # of train/host_xla_flags.py: trajectories move with rounding; 8 gave 0.62x, AP50 0.31).
-        # XLA's own k x k convolution gradients (1x1 ones are dots on CPU either way): 256
-        # steps are too few for a stable AP, and the GEMM gradients (the CPU default) differ
-        # from them by float rounding, which SimOTA turns into another trajectory (AP50 0.29
-        # vs 0.57 at seed 0). The GEMM path's gradients are tested in tests/ops/test_conv.py
-        # and its training over three quick-start seeds in docs/benchmarks.md (sessions 5, 6).
-        "train.cpu_gemm_gradients=false",
+        # The library's default convolution (XLA's); conv="cpu" trains the same model with
+        # other rounding, which SimOTA turns into another trajectory of the same quality.
+        "model.conv=xla",
     ])
     out = train(cfg)
     rows = [json.loads(l) for l in (Path(out["run_dir"]) / "metrics.jsonl").read_text().splitlines()]

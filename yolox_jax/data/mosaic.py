@@ -1,4 +1,4 @@
-"""Mosaic and MixUp with the official YOLOX semantics (YOLOX_REFERENCE.md §5.2).
+"""Mosaic and MixUp with the official YOLOX semantics (docs/official-behaviour.md §5.2).
 
 Pure functions over numpy arrays: images uint8 [h, w, 3] RGB, boxes float32 [n, 4] xyxy pixels of
 their image, classes int32 [n].  The random choices (centre, jitter, flip, crop offset) are

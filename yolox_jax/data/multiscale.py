@@ -1,4 +1,4 @@
-"""Multiscale training (YOLOX_REFERENCE.md §4): the loader always yields ``input_size`` batches and
+"""Multiscale training (docs/official-behaviour.md §4): the loader always yields ``input_size`` batches and
 the trainer resizes a whole batch on device every 10 iterations.
 
 ``resize_batch`` is a pure jnp function (jit it once per size: one compile per entry of

@@ -1,4 +1,4 @@
-"""Per-image transforms with the official YOLOX semantics (YOLOX_REFERENCE.md §5.2–5.4).
+"""Per-image transforms with the official YOLOX semantics (docs/official-behaviour.md §5.2–5.4).
 
 Pure functions over numpy arrays.  Images are uint8 [h, w, 3] **RGB**; boxes are float32 [n, 4]
 ``x1, y1, x2, y2`` in pixels of the image they come with; classes int32 [n].  Randomness comes in

@@ -1,6 +1,6 @@
 """COCO box evaluation with pycocotools, as the official COCOEvaluator does it.
 
-YOLOX_REFERENCE.md §6: boxes are mapped back to the original image by dividing by the letterbox
+docs/official-behaviour.md §6: boxes are mapped back to the original image by dividing by the letterbox
 scale (no offset: the padding is bottom/right; no clipping), converted to xywh, labelled with the
 dataset's category id, scored with obj * class_conf, and evaluated with ``COCOeval(..., "bbox")``.
 AP@[.5:.95] and AP@.5 are ``stats[0]`` and ``stats[1]``; per-class AP is the mean of

@@ -1,4 +1,4 @@
-"""COCO evaluation of a model on a data source (YOLOX_REFERENCE.md §6)."""
+"""COCO evaluation of a model on a data source (docs/official-behaviour.md §6)."""
 from __future__ import annotations
 
 import functools

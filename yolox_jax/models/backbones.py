@@ -1,4 +1,4 @@
-"""Backbones (YOLOX_REFERENCE.md §1.2, §1.5): CSPDarknet and Darknet-21/53, NHWC.
+"""Backbones (docs/official-behaviour.md §1.2, §1.5): CSPDarknet and Darknet-21/53, NHWC.
 
 Both return the (C3, C4, C5) feature maps at strides (8, 16, 32).
 """
@@ -7,7 +7,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import flax.linen as nn
 
-from yolox_jax.models.blocks import BaseConv, Conv, CSPLayer, Dtype, Focus, ResLayer, SPPBottleneck
+from yolox_jax.models.blocks import (BaseConv, Conv, ConvChoice, CSPLayer, Dtype, Focus, ResLayer,
+                                     SPPBottleneck)
 
 # Residual blocks per stage (stem, dark2, dark3, dark4, dark5) for Darknet-21 and Darknet-53.
 DARKNET_BLOCKS = {21: (1, 1, 2, 2, 1), 53: (1, 2, 8, 8, 4)}
@@ -26,10 +27,11 @@ class CSPDarknet(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         base = int(self.width * 64)
         n = max(round(self.depth * 3), 1)
         x = Focus(base, 3, **kw, name="stem")(x, train)
@@ -57,10 +59,11 @@ class Darknet(nn.Module):
     act: str = "lrelu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         blocks = DARKNET_BLOCKS[self.depth]
         x = BaseConv(32, 3, 1, **kw, name="stem_0")(x, train)
         x = BaseConv(64, 3, 2, **kw, name="stem_1")(x, train)

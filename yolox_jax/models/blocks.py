@@ -1,4 +1,4 @@
-"""Building blocks of YOLOX (YOLOX_REFERENCE.md §1.1), NHWC.
+"""Building blocks of YOLOX (docs/official-behaviour.md §1.1), NHWC.
 
 Every module takes ``(x, train: bool)``; ``train`` only changes BatchNorm (batch statistics and a
 running-stat update). Submodule names mirror the official PyTorch attribute names, with list
@@ -19,9 +19,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from yolox_jax.ops.conv import conv_general_dilated
+from yolox_jax.cpu import conv as cpu_conv
 
 Dtype = Any
+# How model layers convolve: "xla" (``lax.conv_general_dilated``, the default on every backend),
+# "cpu" (the XLA:CPU-friendly forms of ``yolox_jax.cpu.conv``), or a callable with
+# ``lax.conv_general_dilated``'s signature.
+ConvChoice = Any
+CONV_CHOICES = ("xla", "cpu")
+
+
+def conv_function(conv: ConvChoice) -> Callable:
+    """The convolution function for a ``conv`` choice (see ``ConvChoice``)."""
+    if callable(conv):
+        return conv
+    if conv == "xla":
+        return jax.lax.conv_general_dilated
+    if conv == "cpu":
+        return cpu_conv.conv_general_dilated
+    raise ValueError(f"unknown conv {conv!r}; valid: {list(CONV_CHOICES)} or a callable with "
+                     "lax.conv_general_dilated's signature")
 
 ACTIVATIONS: dict[str, Callable] = {
     "silu": nn.silu,
@@ -136,6 +153,7 @@ class BaseConv(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -144,9 +162,7 @@ class BaseConv(nn.Module):
                     padding=((p, p), (p, p)), feature_group_count=self.groups, use_bias=False,
                     kernel_init=torch_kernel_init, dtype=self.dtype,
                     param_dtype=self.param_dtype,
-                    # On CPU: GEMM kernel gradients, 1x1 convs as dots, depthwise convs as
-                    # shifted multiply-adds (ops/conv.py); lax's convolution elsewhere.
-                    conv_general_dilated=conv_general_dilated,
+                    conv_general_dilated=conv_function(self.conv),
                     name="conv")(x)
         x = BatchNorm(dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x, train)
         return get_activation(self.act)(x)
@@ -164,12 +180,13 @@ class DWConv(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         cin = x.shape[-1]
         conv = functools.partial(BaseConv, act=self.act, dtype=self.dtype,
-                                 param_dtype=self.param_dtype)
+                                 param_dtype=self.param_dtype, conv=self.conv)
         x = conv(cin, self.kernel_size, self.stride, groups=cin, name="dconv")(x, train)
         return conv(self.features, 1, 1, name="pconv")(x, train)
 
@@ -194,10 +211,11 @@ class Bottleneck(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         hidden = int(self.features * self.expansion)
         y = BaseConv(hidden, 1, **kw, name="conv1")(x, train)
         y = Conv(self.depthwise, self.features, 3, 1, **kw, name="conv2")(y, train)
@@ -220,10 +238,11 @@ class CSPLayer(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         hidden = int(self.features * 0.5)
         main = BaseConv(hidden, 1, **kw, name="conv1")(x, train)
         bypass = BaseConv(hidden, 1, **kw, name="conv2")(x, train)
@@ -246,10 +265,11 @@ class SPPBottleneck(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         hidden = self.hidden or x.shape[-1] // 2
         x = BaseConv(hidden, 1, **kw, name="conv1")(x, train)
         x = jnp.concatenate([x] + [max_pool_same(x, k) for k in self.kernel_sizes], axis=-1)
@@ -274,11 +294,13 @@ class Focus(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         return BaseConv(self.features, self.kernel_size, 1, act=self.act, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="conv")(space_to_depth(x), train)
+                        param_dtype=self.param_dtype, conv=self.conv,
+                        name="conv")(space_to_depth(x), train)
 
 
 class ResLayer(nn.Module):
@@ -287,10 +309,11 @@ class ResLayer(nn.Module):
     act: str = "lrelu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         c = x.shape[-1]
         y = BaseConv(c // 2, 1, **kw, name="layer1")(x, train)
         y = BaseConv(c, 3, **kw, name="layer2")(y, train)

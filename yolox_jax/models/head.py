@@ -1,4 +1,4 @@
-"""Decoupled YOLOX head (YOLOX_REFERENCE.md §1.4), one unshared copy per level."""
+"""Decoupled YOLOX head (docs/official-behaviour.md §1.4), one unshared copy per level."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from yolox_jax.models.blocks import BaseConv, Conv, Dtype, torch_bias_init, torch_kernel_init
-from yolox_jax.ops.conv import conv_general_dilated
+from yolox_jax.models.blocks import (BaseConv, Conv, ConvChoice, Dtype, conv_function,
+                                     torch_bias_init, torch_kernel_init)
 
 PRIOR_PROB = 0.01
 
@@ -29,6 +29,7 @@ class YOLOXHead(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     def _pred(self, features: int, fan_in: int, name: str, prior: bool) -> nn.Conv:
         # cls/obj biases start at logit(PRIOR_PROB) (official initialize_biases) so early
@@ -37,11 +38,11 @@ class YOLOXHead(nn.Module):
                      else torch_bias_init(fan_in))
         return nn.Conv(features, (1, 1), padding=((0, 0), (0, 0)), kernel_init=torch_kernel_init,
                        bias_init=bias_init, dtype=self.dtype, param_dtype=self.param_dtype,
-                       conv_general_dilated=conv_general_dilated, name=name)
+                       conv_general_dilated=conv_function(self.conv), name=name)
 
     @nn.compact
     def __call__(self, features: Sequence, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         hid = int(256 * self.width)
         outs = []
         for i, x in enumerate(features):

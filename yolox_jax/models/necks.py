@@ -1,4 +1,4 @@
-"""Necks (YOLOX_REFERENCE.md §1.3, §1.5): PAFPN (official ``YOLOPAFPN``) and YOLOFPN.
+"""Necks (docs/official-behaviour.md §1.3, §1.5): PAFPN (official ``YOLOPAFPN``) and YOLOFPN.
 
 Each owns its backbone as the submodule ``backbone`` (official keys ``backbone.backbone.*``) and
 returns (P3, P4, P5) at strides (8, 16, 32).
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from yolox_jax.models.backbones import CSPDarknet, Darknet
-from yolox_jax.models.blocks import BaseConv, Conv, CSPLayer, Dtype, upsample2x
+from yolox_jax.models.blocks import BaseConv, Conv, ConvChoice, CSPLayer, Dtype, upsample2x
 
 
 class PAFPN(nn.Module):
@@ -25,10 +25,11 @@ class PAFPN(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         c0, c1, c2 = (int(c * self.width) for c in (256, 512, 1024))
         n = round(3 * self.depth)
         cat = lambda *xs: jnp.concatenate(xs, axis=-1)  # noqa: E731
@@ -58,10 +59,11 @@ class YOLOFPN(nn.Module):
     act: str = "lrelu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         c3, c4, c5 = Darknet(self.depth, **kw, name="backbone")(x, train)
 
         def embedding(y, ch, prefix):

@@ -1,4 +1,4 @@
-"""The YOLOX detector, its variant table and ``build_model`` (YOLOX_REFERENCE.md §1.6)."""
+"""The YOLOX detector, its variant table and ``build_model`` (docs/official-behaviour.md §1.6)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from yolox_jax.models.backbones import DARKNET_BLOCKS
-from yolox_jax.models.blocks import ACTIVATIONS, Dtype
+from yolox_jax.models.blocks import ACTIVATIONS, CONV_CHOICES, ConvChoice, Dtype
 from yolox_jax.models.head import YOLOXHead
 from yolox_jax.models.necks import PAFPN, YOLOFPN
 from yolox_jax.ops.anchors import level_shapes
@@ -24,7 +24,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "yolox-darknet53": dict(arch="darknet", depth=53, width=1.0, depthwise=False, act="lrelu"),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(VARIANTS)
-OVERRIDES: tuple[str, ...] = ("depth", "width", "depthwise", "act", "dtype", "param_dtype")
+OVERRIDES: tuple[str, ...] = ("depth", "width", "depthwise", "act", "dtype", "param_dtype", "conv")
 
 
 class YOLOX(nn.Module):
@@ -45,13 +45,14 @@ class YOLOX(nn.Module):
     act: str = "silu"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
+    conv: ConvChoice = "xla"
 
     @nn.compact
     def __call__(self, images, train: bool = False):
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be [B, H, W, 3] (NHWC RGB), got shape {images.shape}")
         level_shapes(images.shape[1:3])  # raises a ValueError unless sides divide by 32
-        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(act=self.act, dtype=self.dtype, param_dtype=self.param_dtype, conv=self.conv)
         if self.arch == "darknet":
             feats = YOLOFPN(int(self.depth), **kw, name="backbone")(images, train)
             # The official YOLOv3 head is a plain 3x3 head; depthwise is rejected in build_model.
@@ -73,8 +74,12 @@ def model_config(name: str, num_classes: int = 80, **overrides) -> dict[str, Any
         raise ValueError(f"unknown override(s) {unknown} for build_model; valid: {list(OVERRIDES)}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    cfg = dict(VARIANTS[name], num_classes=num_classes, dtype=None, param_dtype=jnp.float32)
+    cfg = dict(VARIANTS[name], num_classes=num_classes, dtype=None, param_dtype=jnp.float32,
+               conv="xla")
     cfg.update(overrides)
+    if not callable(cfg["conv"]) and cfg["conv"] not in CONV_CHOICES:
+        raise ValueError(f"unknown conv {cfg['conv']!r}; valid: {list(CONV_CHOICES)} or a "
+                         "callable with lax.conv_general_dilated's signature")
     if cfg["act"] not in ACTIVATIONS:
         raise ValueError(f"unknown act {cfg['act']!r}; valid: {sorted(ACTIVATIONS)}")
     if cfg["width"] <= 0:
@@ -94,7 +99,10 @@ def build_model(name: str, num_classes: int = 80, **overrides) -> YOLOX:
     """Build a YOLOX variant (one of ``MODEL_NAMES``) as a Flax module.
 
     Overrides: ``depth``, ``width``, ``depthwise``, ``act`` ("silu" | "relu" | "lrelu"),
-    ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``), ``param_dtype`` (default float32). Example:
-    ``build_model("yolox-nano", num_classes=3, width=0.125)``.
+    ``dtype`` (compute dtype, e.g. ``jnp.bfloat16``), ``param_dtype`` (default float32), ``conv``
+    (how layers convolve: ``"xla"``, XLA's convolution, the default on every backend; ``"cpu"``,
+    the forms XLA:CPU runs fastest, ``yolox_jax.cpu.conv``; or a callable with
+    ``lax.conv_general_dilated``'s signature). Every choice computes the same function and loads
+    the same weights. Example: ``build_model("yolox-nano", num_classes=3, width=0.125)``.
     """
     return YOLOX(**model_config(name, num_classes, **overrides))

@@ -1,4 +1,4 @@
-"""Anchor grid and output decoding (YOLOX_REFERENCE.md §2)."""
+"""Anchor grid and output decoding (docs/official-behaviour.md §2)."""
 from __future__ import annotations
 
 from typing import Sequence

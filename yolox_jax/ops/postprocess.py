@@ -1,6 +1,6 @@
 """Detections from decoded head outputs: score threshold + (Soft-)NMS, batched and jittable.
 
-Same selection as the official ``postprocess`` (YOLOX_REFERENCE.md §2): one label per box (the
+Same selection as the official ``postprocess`` (docs/official-behaviour.md §2): one label per box (the
 best class), score = objectness * best class probability, keep if score >= conf_threshold, then
 class-aware (torchvision ``batched_nms``) or class-agnostic NMS on that score. Differences, all
 forced by static shapes: at most ``max_detections`` rows per image (the best ones; COCO
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
-from yolox_jax.ops.nms import first_argmax, nms_core
+from yolox_jax.nms import first_argmax, nms_core
 
 
 @flax.struct.dataclass
@@ -76,9 +76,9 @@ def postprocess(decoded, *, conf_threshold, nms_threshold, class_agnostic=False,
     """decoded [B, A, 5 + C] (cx, cy, w, h, sigmoid obj, sigmoid cls...) -> Detections (K rows).
 
     conf_threshold: keep boxes with obj * class_conf >= this (also the Soft-NMS drop threshold).
-    nms_threshold: IoU threshold (hard: suppress where IoU > it; linear / seed variant: decay
-    where IoU > it). method "hard" | "linear" | "gaussian"; sigma float or "mean" (seed variant,
-    see yolox_jax.ops.nms). Thresholds are static (Python floats): each distinct value compiles
+    nms_threshold: IoU threshold (hard: suppress where IoU > it; linear / adaptive-sigma variant: decay
+    where IoU > it). method "hard" | "linear" | "gaussian"; sigma float or "mean" (adaptive-sigma variant,
+    see yolox_jax.nms). Thresholds are static (Python floats): each distinct value compiles
     once. Works under an outer jit as well.
     """
     return _postprocess(decoded, float(conf_threshold), float(nms_threshold),

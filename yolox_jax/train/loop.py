@@ -2,6 +2,7 @@
 evaluation, checkpoints, resume and non-finite detection."""
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -14,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolox_jax import config as config_lib
+from yolox_jax.models.blocks import CONV_CHOICES
 from yolox_jax.models.yolox import build_model
-from yolox_jax.ops import conv as conv_ops
-from yolox_jax.train import inputs, precompile
+from yolox_jax.train import inputs
 from yolox_jax.train.checkpoint import Checkpointer, abstract_like, read_variables
 from yolox_jax.train.schedule import yolox_warm_cos_lr
 from yolox_jax.train.sharding import (jit_train_step, make_mesh, maybe_initialize_distributed,
@@ -56,12 +57,30 @@ def make_plan(cfg: config_lib.Config, dataset_len: int) -> Plan:
                 base_lr=t.basic_lr_per_img * cfg.data.batch_size)
 
 
+def conv_choice(conv: str):
+    """``model.conv`` as ``build_model`` takes it: "auto" is "cpu" on a CPU backend and "xla"
+    elsewhere; "module:function" imports that function."""
+    if conv == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "xla"
+    if conv in CONV_CHOICES:
+        return conv
+    if ":" in conv:
+        module, _, name = conv.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"model.conv={conv!r}: cannot import {name} from {module}: {err}") from err
+    raise ValueError(f"model.conv={conv!r}: expected auto, {', '.join(CONV_CHOICES)} or "
+                     "module:function")
+
+
 def model_from_config(cfg: config_lib.Config):
     overrides = {k: getattr(cfg.model, k) for k in ("depth", "width", "act")
                  if getattr(cfg.model, k) is not None}
     if cfg.train.compute_dtype == "bfloat16":
         overrides["dtype"] = jnp.bfloat16
-    return build_model(cfg.model.name, num_classes=cfg.model.num_classes, **overrides)
+    return build_model(cfg.model.name, num_classes=cfg.model.num_classes,
+                       conv=conv_choice(cfg.model.conv), **overrides)
 
 
 def multiscale_size(cfg: config_lib.Config, step: int) -> tuple[int, int]:
@@ -171,11 +190,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
 
     ``compile_only``: build everything, compile the train step for every input size the run
     uses and the evaluation program, then return ``{"compiled_sizes": [...]}`` without training
-    (what the precompile child runs: yolox_jax/train/precompile.py)."""
+    (what the command line's compile child runs: yolox_jax/cpu/precompile.py)."""
     r = cfg.run
     maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes, r.process_id)
-    if not compile_only and precompile.wanted(cfg):
-        precompile.precompile_in_child(cfg)
     run_dir = Path(r.output_dir) / (r.experiment or cfg.model.name)
     mesh = make_mesh()
     train_source, val_source = inputs.build_sources(cfg.data)
@@ -209,8 +226,6 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
         phase = phase_of(0)
         iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
 
-    conv_ops.use_cpu_gemm_gradients(cfg.train.cpu_gemm_gradients)   # before the step is traced
-    conv_ops.use_cpu_winograd(cfg.train.cpu_winograd)
     step_fn = jit_train_step(
         bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=cfg.train.ema,
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,

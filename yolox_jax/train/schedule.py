@@ -1,4 +1,4 @@
-"""Learning-rate and EMA-decay schedules of the official recipe (YOLOX_REFERENCE.md §4)."""
+"""Learning-rate and EMA-decay schedules of the official recipe (docs/official-behaviour.md §4)."""
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -30,9 +30,9 @@ def maybe_initialize_distributed(mode: str = "auto", coordinator_address: str = 
 
     mode "off": never; "on": always (arguments from the config, else auto-detected by JAX from the
     cluster environment: SLURM, Open MPI, Cloud TPU, ...); "auto": only when a cluster environment
-    variable or an explicit coordinator address is present.
+    variable or an explicit coordinator address is present. A no-op once initialised.
     """
-    if mode == "off":
+    if mode == "off" or jax.distributed.is_initialized():
         return
     explicit = bool(coordinator_address) or num_processes > 0
     if mode == "auto" and not explicit and not any(k in os.environ for k in _CLUSTER_ENV):

@@ -1,4 +1,4 @@
-"""Train state and the official optimizer (YOLOX_REFERENCE.md §4)."""
+"""Train state and the official optimizer (docs/official-behaviour.md §4)."""
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -1,7 +1,7 @@
 """COCO-format detection data (COCO itself and the usual custom-dataset format).
 
 ``CocoSource(ann_file, image_dir)`` reads one ``instances_*.json``-style file and serves records
-(see ``sources/base.py``).  Cleaning follows the official COCODataset (YOLOX_REFERENCE.md §5.1):
+(see ``sources/base.py``).  Cleaning follows the official COCODataset (docs/official-behaviour.md §5.1):
 crowd annotations dropped; ``x1 = max(0, x)``, ``y1 = max(0, y)``, ``x2 = min(W, x1 + max(0, w))``,
 ``y2 = min(H, y1 + max(0, h))`` — note x2 is measured from the *clipped* x1, so a box sticking out
 on the left is shifted, not cut (official quirk, kept for parity); class index = position of the

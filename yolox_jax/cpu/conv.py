@@ -1,42 +1,32 @@
-"""A drop-in ``lax.conv_general_dilated`` whose kernel gradient is fast on XLA:CPU.
+"""Convolution forms that XLA:CPU runs faster than its own convolution: ``model.conv="cpu"``.
 
-The forward pass is XLA's own. The kernel gradient of an NHWC x HWIO convolution,
-``dW[i, j] = sum_{b, y, x} X_pad[b, s*y + i, s*x + j, :]^T dY[b, y, x, :]``, is what XLA:CPU
-handles worst: it runs it as a convolution whose "kernel" is the whole output map and whose
-result is a tiny ``[kh, kw, Cin, Cout]``, at a few tens of GFLOP/s, while a plain GEMM reaches
-~200 on the same machine (scripts/bench_train.py, docs/benchmarks.md). On CPU we therefore
-compute it with GEMMs: for stride 1 as a single GEMM of the input's column shifts against the
-cotangent's row shifts (``kernel_grad_shifted``), otherwise as one GEMM per kernel tap (a
-strided slice of the padded input, flattened to ``[B*Ho*Wo, Cin]``, contracted with ``dY``
-flattened to ``[B*Ho*Wo, Cout]``, ``kernel_grad_taps``); 2-4x faster per layer than XLA's.
-The input gradient of a strided convolution (an input-dilated convolution for XLA, also
-slow on CPU) is one GEMM ``dY @ W^T`` plus a sum of shifted tap contributions per stride phase
-(``input_grad_strided``); stride-1 input gradients stay XLA's. Other platforms keep XLA's
-gradients (decided at trace time, ``_on_cpu``): cuDNN and the TPU emitters are good at them. Same math,
-different summation order: results agree to float rounding.
+``conv_general_dilated`` here has ``lax.conv_general_dilated``'s signature (flax's ``nn.Conv``
+takes it as ``conv_general_dilated``); ``build_model(..., conv="cpu")`` routes every model
+convolution through it. It computes the same sums in another order, so results equal XLA's
+convolution to float rounding, and it is a choice made when the model is built: nothing here
+looks at the backend or at a global switch. On GPU and TPU use XLA's convolution (the default).
 
-With the switch on and ``use_cpu_winograd(True)`` (``train.cpu_winograd``, off by default), a
-float32 3x3 stride-1 pad-1 convolution with at least ``WINOGRAD_MIN_CHANNELS`` channels on a
-large enough map runs, forward and input gradient, as Winograd's F(2x2, 3x3)
-(``winograd_conv3x3``: 16 GEMMs on transformed tiles, 2.25x fewer multiplies). YNNPACK's
-convolution is 1.2-1.6x slower on those layers. XLA's Eigen convolution, which ``import
-yolox_jax`` selects on CPU hosts (``train/host_xla_flags.py``), is about as fast (session 9).
+What it does with each kind of convolution (NHWC x HWIO, explicit padding, no dilation):
 
-A plain 1x1 stride-1 convolution is, on CPU, computed as the dot over channels that it is, with
-its gradient as two 2-D GEMMs (``pointwise_conv``), whether or not the gradient switch below is
-on: XLA:CPU ran those convolutions 2.3-3.5x slower than the dot (session 6), and most of
-YOLOX's convolutions are 1x1.
+* **1x1 stride 1**: the dot over channels that it is (``pointwise_conv``), gradients two 2-D
+  GEMMs. XLA:CPU runs these convolutions 2.3-3.5x slower than the dot; most of YOLOX's
+  convolutions are 1x1.
+* **Depthwise** (one group per channel, multiplier 1: ``DWConv``): the ``kh * kw`` shifted
+  multiply-adds it is (``depthwise_conv_shifted``), plain autodiff. XLA:CPU's grouped convolution
+  runs those layers 15-50x slower forward, 6-40x forward+backward.
+* **Other plain convolutions** large enough to gain (``MIN_TAP_FLOPS``): XLA's forward, with
+  the gradients as GEMMs (a ``custom_vjp``). XLA:CPU computes a kernel gradient as a
+  convolution whose "kernel" is the whole output map, at a few tens of GFLOP/s where a GEMM
+  reaches ~200. Stride 1: one GEMM of the input's column shifts against the cotangent's row
+  shifts (``kernel_grad_shifted``); strided: one GEMM per kernel row (``kernel_grad_rows``, few
+  input channels) or per tap (``kernel_grad_taps``). The input gradient of a strided
+  convolution (an input-dilated convolution for XLA, also slow on CPU) is one GEMM plus shifted
+  sums per stride phase (``input_grad_strided``); stride-1 input gradients stay XLA's.
 
-A depthwise convolution (one group per input channel, channel multiplier 1: YOLOX-nano's and
-the ``depthwise=True`` variants' ``DWConv``) is, on CPU, computed as the ``kh * kw`` shifted
-multiply-adds it is (``depthwise_conv_shifted``), one loop fusion forward and a few backward,
-whatever the switch: XLA:CPU's grouped convolution ran those layers 15-50x slower forward and
-6-40x slower forward+backward (session 10, docs/benchmarks.md).
-
-Only the plain case takes the GEMM path (2-D, NHWC / HWIO / NHWC, no dilation, one group) and only
-for layers big enough to gain (``MIN_TAP_FLOPS``); any other call goes straight to
-``lax.conv_general_dilated``. Switched by ``use_cpu_gemm_gradients``
-(the trainer turns it on from ``train.cpu_gemm_gradients``, default true).
+Anything else (dilation, groups other than depthwise, string padding, other layouts) goes to
+``lax.conv_general_dilated`` unchanged. Measurements: docs/benchmarks.md, docs/perf-notes.md.
+Forward-mode autodiff (``jax.jvp``) does not pass through the ``custom_vjp`` forms; use XLA's
+convolution (``conv="xla"``) for that.
 """
 from __future__ import annotations
 
@@ -110,9 +100,8 @@ def depthwise_conv_shifted(x, w, strides, padding):
 
 # Below this many FLOPs per kernel-tap GEMM (2 * B*Ho*Wo * Cin * Cout) XLA's own gradients win:
 # nine small GEMMs plus their strided slices cost more in per-kernel overhead than XLA's slow
-# kernel gradient loses. Measured per layer (forward-free vjp, 2-core CPU, session 5): at 6.5-13
-# MFLOP per tap the GEMM path was 0.54-1.06x XLA's speed, at 52 MFLOP and above 1.05-4.5x.
-# (Calibrated with the per-tap kernel gradient, before stride-1 layers took kernel_grad_shifted.)
+# kernel gradient loses. Measured per layer (vjp alone, 2-core CPU, per-tap kernel gradient): at
+# 6.5-13 MFLOP per tap the GEMM path was 0.54-1.06x XLA's speed, at 52 MFLOP and above 1.05-4.5x.
 MIN_TAP_FLOPS = 25e6
 
 
@@ -127,17 +116,14 @@ def _tap_flops(x_shape, w_shape, strides, padding):
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None):
-    """``lax.conv_general_dilated`` with the same signature (pass it to ``flax.linen.Conv``'s
-    ``conv_general_dilated``); plain NHWC convolutions get the CPU-friendly kernel gradient,
-    and on CPU a plain 1x1 stride-1 convolution is computed as the matrix product it is and a
-    depthwise one as its shifted multiply-adds."""
+    """``lax.conv_general_dilated`` with the same signature and values (to float rounding),
+    computed in the CPU forms described in the module docstring."""
     if _depthwise(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-                  feature_group_count, batch_group_count) and preferred_element_type is None \
-            and _cpu_backend():
+                  feature_group_count, batch_group_count) and preferred_element_type is None:
         return depthwise_conv_shifted(lhs, rhs, window_strides, padding)
     plain = _plain(lhs, rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                    feature_group_count, batch_group_count)
-    if plain and _is_pointwise(rhs.shape, window_strides, padding) and _pointwise_as_dot():
+    if plain and _is_pointwise(rhs.shape, window_strides, padding):
         return pointwise_conv(lhs, rhs, precision, preferred_element_type)
     if preferred_element_type is None and plain \
             and _tap_flops(lhs.shape, rhs.shape, window_strides, padding) >= MIN_TAP_FLOPS:
@@ -153,18 +139,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 def _is_pointwise(w_shape, strides, padding):
     return tuple(w_shape[:2]) == (1, 1) and tuple(int(v) for v in strides) == (1, 1) and \
         all(int(lo) == 0 and int(hi) == 0 for lo, hi in padding)
-
-
-def _cpu_backend() -> bool:
-    """Trace-time platform test for the always-on CPU forms (1x1 convolutions as dots, depthwise
-    ones as shifted multiply-adds); other backends keep the convolution."""
-    return jax.default_backend() == "cpu"
-
-
-def _pointwise_as_dot() -> bool:
-    """Trace-time: XLA:CPU runs a 1x1 convolution 2.3-3.5x slower than the same product written
-    as a dot (per-layer timings and the whole-step A/B: docs/benchmarks.md, session 6)."""
-    return _cpu_backend()
 
 
 def pointwise_conv(x, w, precision=None, preferred_element_type=None):
@@ -234,8 +208,7 @@ def kernel_grad_rows(x, g, kernel_hw, strides, pads):
     channels ([B*Ho*Wo, kw*Cin]) and contracted with the cotangent at once. x [B, H, W, Cin],
     g [B, Ho, Wo, Cout] -> [kh, kw, Cin, Cout] float32. For strided layers with few input
     channels, where ``kernel_grad_taps``'s [N, Cin]^T [N, Cout] GEMMs are too narrow for
-    XLA:CPU (320->160 32->64 at batch 8: 153 ms against 199 ms for the nine tap GEMMs,
-    session 9)."""
+    XLA:CPU (320->160 32->64 at batch 8: 153 ms against 199 ms for the nine tap GEMMs)."""
     kh, kw = kernel_hw
     b, ho, wo, co = g.shape
     ci = x.shape[3]
@@ -254,7 +227,7 @@ def kernel_grad_rows(x, g, kernel_hw, strides, pads):
 
 # Strided kernel gradients with fewer input channels than this group each kernel row's taps
 # into one GEMM (kernel_grad_rows); per layer it was 0.96-1.3x the nine tap GEMMs below 64
-# channels and 0.92-0.97x at 128 and 256 (session 9).
+# channels and 0.92-0.97x at 128 and 256.
 ROW_GROUP_MAX_CIN = 63
 
 
@@ -268,8 +241,7 @@ def kernel_grad_shifted(x, g, kernel_hw, pads):
     ``GH[b, r, x] = (g[b, r - i, x])_i`` [B, Hp, Wo, kh*Cout] (zero where r - i is off the
     map). Then ``XW^T GH`` over all (b, r, x) is the [kw*Cin, kh*Cout] matrix whose (j, i)
     block is dW[i, j]: every tap in one GEMM, with kw + kh shifted copies instead of the kh*kw
-    strided tap slices of ``kernel_grad_taps`` (1.0-1.7x faster per layer on XLA:CPU,
-    docs/benchmarks.md, session 7).
+    strided tap slices of ``kernel_grad_taps`` (1.0-1.7x faster per layer on XLA:CPU).
     """
     kh, kw = kernel_hw
     b, ho, wo, co = g.shape
@@ -320,154 +292,29 @@ def input_grad_strided(g, w, x_hw, strides, pads):
     return full[:, p0:p0 + x_hw[0], p1:p1 + x_hw[1]]
 
 
-# Winograd F(2x2, 3x3) (Lavin & Gray, 2016): a 4x4 input tile d gives the 2x2 output tile
-# A^T [(G g G^T) * (B^T d B)] A. Rows of B^T, G, A^T as (coefficient, index) pairs.
-_WINO_BT = (((1, 0), (-1, 2)), ((1, 1), (1, 2)), ((-1, 1), (1, 2)), ((1, 1), (-1, 3)))
-_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-_WINO_AT = (((1, 0), (1, 1), (1, 2)), ((1, 1), (-1, 2), (-1, 3)))
-
-# Where the Winograd form beats YNNPACK's convolution (forward, and the stride-1 input gradient,
-# which is the same convolution with the flipped kernel). Per layer, batch 8, 2-core CPU,
-# session 9: 80x80 128->128 fwd 51 vs 78 ms, 40x40 192->192 29 vs 46 ms, 52x52 48->48 6.4 vs
-# 7.7 ms; it loses with 32 channels (160x160 32->32: 34 vs 28 ms) and on small maps (20x20
-# 128->128 at batch 8: 5.6 vs 3.5 ms), where the tile transforms cost more than the GEMMs save.
-WINOGRAD_MIN_CHANNELS = 48
-WINOGRAD_MIN_PIXELS = 5000      # B * H * W
-
-
-def _combine(rows, terms):
-    """Linear combinations ``[sum_k c * terms[k] for (c, k) in row] for row in rows``."""
-    out = []
-    for row in rows:
-        acc = None
-        for c, k in row:
-            t = terms[k] if c == 1 else -terms[k]
-            acc = t if acc is None else acc + t
-        out.append(acc)
-    return out
-
-
-def winograd_conv3x3(x, w, precision=None):
-    """A 3x3 stride-1 convolution with one pixel of zero padding on each side, by Winograd's
-    F(2x2, 3x3): x [B, H, W, Cin] (H, W even), w [3, 3, Cin, Cout] -> [B, H, W, Cout].
-
-    The padded input is cut into overlapping 4x4 tiles at stride 2 (T = B*H*W/4 of them); the
-    tile transform ``B^T d B`` gives V [16, T, Cin], the kernel transform ``G g G^T`` gives
-    U [16, Cin, Cout], 16 GEMMs give M = V @ U [16, T, Cout], and ``A^T M A`` gives each tile's
-    2x2 outputs. 2.25x fewer multiplies than the direct convolution, at the cost of the
-    transforms' memory traffic; the result equals the convolution up to float rounding
-    (~1e-6 relative in float32, tests/ops/test_conv.py).
-    """
-    b, h, wd, ci = x.shape
-    co = w.shape[3]
-    if h % 2 or wd % 2 or w.shape[:2] != (3, 3):
-        raise ValueError(f"winograd_conv3x3 needs even H, W and a 3x3 kernel: input {x.shape}, "
-                         f"kernel {w.shape}")
-    th, tw = h // 2, wd // 2
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    # d[r][c] [B, th, tw, Cin]: element (r, c) of every tile.
-    d = [[lax.slice(xp, (0, r, c, 0), (b, r + 2 * th - 1, c + 2 * tw - 1, ci), (1, 2, 2, 1))
-          for c in range(4)] for r in range(4)]
-    cols = [_combine(_WINO_BT, [d[r][c] for r in range(4)]) for c in range(4)]   # [c][i]
-    v = jnp.stack([jnp.stack(_combine(_WINO_BT, [cols[c][i] for c in range(4)]))
-                   for i in range(4)]).reshape(16, b * th * tw, ci)
-    g = jnp.asarray(_WINO_G, w.dtype)
-    u = jnp.einsum("ir,rsxy,js->ijxy", g, w, g, precision=precision).reshape(16, ci, co)
-    m = lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=precision)
-    m = m.reshape(4, 4, b, th, tw, co)
-    rows = [_combine(_WINO_AT, [m[i, j] for i in range(4)]) for j in range(4)]     # [j][a]
-    y = jnp.stack([jnp.stack(_combine(_WINO_AT, [rows[j][a] for j in range(4)]))
-                   for a in range(2)])                                # [2a, 2b, B, th, tw, Co]
-    return y.transpose(2, 3, 0, 4, 1, 5).reshape(b, h, wd, co)
-
-
-def _winograd_pays(x_shape, w_shape, dtype, strides, pads) -> bool:
-    """Trace-time: take ``winograd_conv3x3`` for this convolution (CPU, float32 only)."""
-    b, h, wd, ci = x_shape
-    return (_WINOGRAD and _on_cpu() and dtype == jnp.float32 and tuple(w_shape[:2]) == (3, 3)
-            and strides == (1, 1) and pads == ((1, 1), (1, 1)) and h % 2 == 0 and wd % 2 == 0
-            and min(ci, w_shape[3]) >= WINOGRAD_MIN_CHANNELS
-            and b * h * wd >= WINOGRAD_MIN_PIXELS)
-
-
-def _conv_forward(x, w, strides, pads, precision):
-    if _winograd_pays(x.shape, w.shape, x.dtype, strides, pads) and w.dtype == x.dtype:
-        return winograd_conv3x3(x, w, precision)
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
     return _xla_conv(x, w, strides, pads, precision)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, strides, pads, precision):
-    return _conv_forward(x, w, strides, pads, precision)
-
-
 def _conv_fwd(x, w, strides, pads, precision):
-    return _conv_forward(x, w, strides, pads, precision), (x, w)
+    return _xla_conv(x, w, strides, pads, precision), (x, w)
 
 
 def _conv_bwd(strides, pads, precision, res, g):
     x, w = res
-
-    def xla_vjp():
-        return jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)[1](g)
-
-    if not _on_cpu():
-        return xla_vjp()
-    if _winograd_pays(g.shape, (*w.shape[:2], w.shape[3], w.shape[2]), g.dtype, strides, pads):
-        # The input gradient of a 3x3 stride-1 pad-1 convolution is the same convolution of
-        # the cotangent with the kernel flipped in space and transposed in channels.
-        dx = winograd_conv3x3(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2).astype(g.dtype),
-                              precision).astype(x.dtype)
-    elif strides == (1, 1):
+    if strides == (1, 1):
         # XLA's stride-1 input gradient is a plain convolution, which XLA:CPU runs well (the
         # kernel gradient it would also compute is unused, so XLA drops it).
-        dx = xla_vjp()[0]
+        dx = jax.vjp(lambda x_, w_: _xla_conv(x_, w_, strides, pads, precision), x, w)[1](g)[0]
+        dw = kernel_grad_shifted(x, g, w.shape[:2], pads)
     else:
         dx = input_grad_strided(g, w, x.shape[1:3], strides, pads).astype(x.dtype)
-    if strides == (1, 1) and _SHIFTED:
-        dw = kernel_grad_shifted(x, g, w.shape[:2], pads)
-    elif strides != (1, 1) and x.shape[3] <= ROW_GROUP_MAX_CIN:
-        dw = kernel_grad_rows(x, g, w.shape[:2], strides, pads)
-    else:
-        dw = kernel_grad_taps(x, g, w.shape[:2], strides, pads)
+        if x.shape[3] <= ROW_GROUP_MAX_CIN:
+            dw = kernel_grad_rows(x, g, w.shape[:2], strides, pads)
+        else:
+            dw = kernel_grad_taps(x, g, w.shape[:2], strides, pads)
     return dx, dw.astype(w.dtype)
-
-
-_ENABLED = False
-_SHIFTED = True  # stride-1 kernel gradients by kernel_grad_shifted (False: per-tap GEMMs)
-_WINOGRAD = False  # 3x3 stride-1 forward and input gradient by winograd_conv3x3 where it pays
-
-
-def use_cpu_gemm_gradients(enabled: bool) -> None:
-    """Switch the CPU gradient formulation on or off for functions traced from now on
-    (``train.cpu_gemm_gradients`` in the config, on by default; the module default here is
-    off, so library users opt in).
-
-    The gradients equal XLA's to float rounding (tests/ops/test_conv.py; 4e-6 relative on a
-    whole model). SimOTA's discrete choices turn rounding into different trajectories, so a
-    run with it is not bitwise the run without it; over three seeds of the quick-start
-    training the final COCO AP50 was 0.893 / 0.948 / 0.916 with it and 0.925 / 0.913 / 0.857
-    without (AP50:95 0.554 / 0.660 / 0.594 vs 0.604 / 0.571 / 0.499; session 5,
-    docs/benchmarks.md): no sign of a difference beyond seed noise."""
-    global _ENABLED
-    _ENABLED = bool(enabled)
-
-
-def use_cpu_winograd(enabled: bool) -> None:
-    """With the CPU gradient formulation on, compute large 3x3 stride-1 convolutions and their
-    input gradients by ``winograd_conv3x3`` (``train.cpu_winograd``, off by default; affects
-    functions traced from now on). Same values as XLA's convolution to float rounding."""
-    global _WINOGRAD
-    _WINOGRAD = bool(enabled)
-
-
-def _on_cpu() -> bool:
-    """Trace-time platform test (and the opt-in). ``lax.platform_dependent`` would be the exact
-    tool, but on XLA:CPU it leaves a conditional around each gradient, and code inside
-    conditionals ran markedly slower there. Both branches compute the same values, so the
-    choice only matters for speed (a function traced for CPU but lowered for GPU keeps the CPU
-    formulation)."""
-    return _ENABLED and jax.default_backend() == "cpu"
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

@@ -8,7 +8,7 @@ import pytest
 
 from yolox_jax.losses import yolox_loss
 from yolox_jax.ops.anchors import anchor_grid
-from yolox_jax.ops.losses import bce_with_logits, iou_loss
+from yolox_jax.losses import bce_with_logits, iou_loss
 
 KEYS = ("total_loss", "iou_loss", "l1_loss", "conf_loss", "cls_loss", "num_fg")
 

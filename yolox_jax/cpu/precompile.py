@@ -1,18 +1,19 @@
-"""Compile a run's XLA programs in a child process that only fills the persistent compilation
-cache, so that the training process loads executables instead of compiling them (CPU only).
+"""The command line's compile child for tuned CPU processes: compile a run's XLA programs in a
+child process that only fills the persistent compilation cache, so that the training process
+loads executables instead of compiling them.
 
-Why: with the glibc settings of :mod:`yolox_jax.train.host_malloc` (one arena), an XLA
+Why: with the malloc settings of :func:`yolox_jax.cpu.tune_process` (one arena), an XLA
 compilation leaves tens of thousands of small free chunks in the arena that every later step
 allocates its temporaries from, and ``malloc`` then searches them on every step. A yolox-tiny
 step compiled in the training process ran at 2010-2092 ms, the same executable loaded from the
-cache by a fresh process at 1311-1361 ms (docs/benchmarks.md, training step, session 8).
+cache by a fresh process at 1311-1361 ms (2-core CPU, docs/benchmarks.md).
 
 The child runs :func:`yolox_jax.train.loop.train` with ``compile_only=True`` on the same config,
 so it traces exactly the functions the loop will call: the initialiser, the train state, the
 train step at every input size the run will use, and the evaluation program. When it is done, a
 marker keyed by the config, the JAX version and ``XLA_FLAGS`` is written in the cache
 directory, and later runs of the same config skip the child. Nothing depends on the child for
-correctness: if it fails, or the cache misses anyway, the loop compiles in-process as before.
+correctness: if it fails, or the cache misses anyway, the loop compiles in-process.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 import jax
 
 from yolox_jax import config as config_lib
+from yolox_jax.cpu.process import tuned
 
 log = logging.getLogger("yolox_jax.train")
 
@@ -47,13 +49,13 @@ def cache_dir() -> str | None:
 
 def wanted(cfg: config_lib.Config) -> bool:
     """Whether this run should precompile in a child: asked for (``train.precompile_in_child``,
-    unless ``YOLOX_JAX_PRECOMPILE=0``), on one CPU process, with a persistent cache, and not
-    already the child."""
+    unless ``YOLOX_JAX_PRECOMPILE=0``), in a process whose malloc :func:`tune_process` tuned,
+    on one CPU process, with a persistent cache, and not already the child."""
     if os.environ.get(SWITCH_ENV, "").strip().lower() in ("0", "off", "false", "no"):
         return False
     return (bool(cfg.train.precompile_in_child) and os.environ.get(CHILD_ENV) != "1"
-            and jax.process_count() == 1 and jax.default_backend() == "cpu"
-            and cache_dir() is not None)
+            and tuned()["malloc"] and jax.process_count() == 1
+            and jax.default_backend() == "cpu" and cache_dir() is not None)
 
 
 def marker_path(cfg: config_lib.Config, cache: str) -> Path:
@@ -83,7 +85,7 @@ def precompile_in_child(cfg: config_lib.Config) -> bool:
         cfg_file = Path(tmp) / "config.json"
         cfg_file.write_text(config_lib.dumps(cfg))
         env = dict(os.environ, **{CHILD_ENV: "1"})
-        proc = subprocess.run([sys.executable, "-m", "yolox_jax.train.precompile", str(cfg_file),
+        proc = subprocess.run([sys.executable, "-m", "yolox_jax.cpu.precompile", str(cfg_file),
                                cache, str(Path(tmp) / "out")],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:

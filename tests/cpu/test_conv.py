@@ -1,23 +1,21 @@
-"""ops/conv.py: the CPU kernel-gradient path equals XLA's convolution gradient."""
+"""yolox_jax/cpu/conv.py (``conv="cpu"``): every form equals XLA's convolution, values and
+gradients, to float rounding."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
 
-from yolox_jax.ops import conv as conv_mod
-from yolox_jax.ops.conv import conv_general_dilated, kernel_grad_shifted, kernel_grad_taps
+from yolox_jax.cpu import conv as conv_mod
+from yolox_jax.cpu.conv import conv_general_dilated, kernel_grad_shifted, kernel_grad_taps
 
 DN = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.fixture(autouse=True)
-def cpu_gemm_gradients(monkeypatch):
-    # The small test layers are below the size where the trainer would take this path.
+def gemm_gradients_for_small_layers(monkeypatch):
+    # The small test layers are below the size where the model's layers take the GEMM path.
     monkeypatch.setattr(conv_mod, "MIN_TAP_FLOPS", 0)
-    conv_mod.use_cpu_gemm_gradients(True)
-    yield
-    conv_mod.use_cpu_gemm_gradients(False)
 
 
 @pytest.mark.parametrize("hw,cin,cout,k,stride", [
@@ -107,22 +105,15 @@ def _kernel_grad_and_dots(conv, x, w, stride):
 
 
 def test_stride_one_gradient_takes_the_shifted_gemm():
-    """The traced backward of a plain stride-1 3x3 conv is one dot (not nine tap dots), and
-    switching ``_SHIFTED`` off gives the per-tap GEMMs; both equal XLA's gradient."""
+    """The traced backward of a plain stride-1 3x3 conv is one dot (not nine tap dots) and
+    equals XLA's gradient."""
     rng = np.random.default_rng(3)
     w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)).astype(np.float32))
-
-    # Traces are cached per shape, so each setting gets inputs of its own shape.
-    for shifted, hw, want_dots in ((True, (9, 8), 1), (False, (7, 10), 9)):
-        x = jnp.asarray(rng.normal(size=(2, *hw, 4)).astype(np.float32))
-        conv_mod._SHIFTED = shifted
-        try:
-            got, dots = _kernel_grad_and_dots(conv_general_dilated, x, w, 1)
-        finally:
-            conv_mod._SHIFTED = True
-        ref, _ = _kernel_grad_and_dots(lax.conv_general_dilated, x, w, 1)
-        assert dots == want_dots
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 4)).astype(np.float32))
+    got, dots = _kernel_grad_and_dots(conv_general_dilated, x, w, 1)
+    ref, _ = _kernel_grad_and_dots(lax.conv_general_dilated, x, w, 1)
+    assert dots == 1
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_other_convolutions_fall_back_to_lax():
@@ -172,9 +163,8 @@ def test_depthwise_conv_shifted_against_numpy_loop(hw, k, strides, pads):
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_depthwise_calls_take_the_shifted_form_with_lax_values_and_gradients(stride):
-    """On CPU a depthwise call holds no convolution, and its value and both gradients equal
-    lax's grouped convolution's; whatever the GEMM-gradient switch says."""
-    conv_mod.use_cpu_gemm_gradients(False)
+    """A depthwise call holds no convolution, and its value and both gradients equal lax's
+    grouped convolution's."""
     rng = np.random.default_rng(stride)
     x = jnp.asarray(rng.normal(size=(2, 12, 10, 8)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(3, 3, 1, 8)).astype(np.float32))
@@ -233,12 +223,9 @@ def test_small_layers_keep_xla_gradients(monkeypatch):
     assert "custom_vjp" in traced(8, 104, 24, 48, 2)
 
 
-@pytest.mark.parametrize("gemm_gradients", [True, False])
-def test_pointwise_conv_is_a_dot_with_equal_values_and_gradients(gemm_gradients):
-    """On CPU a 1x1 stride-1 conv runs as a dot (XLA:CPU's 1x1 convolution is 2-3x slower),
-    whatever train.cpu_gemm_gradients says; values and both gradients equal the convolution's,
-    bf16 included."""
-    conv_mod.use_cpu_gemm_gradients(gemm_gradients)
+def test_pointwise_conv_is_a_dot_with_equal_values_and_gradients():
+    """A 1x1 stride-1 conv runs as a dot (XLA:CPU's 1x1 convolution is 2-3x slower); values
+    and both gradients equal the convolution's, bf16 included."""
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.normal(size=(2, 6, 5, 7)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(1, 1, 7, 3)).astype(np.float32))
@@ -264,90 +251,6 @@ def test_pointwise_conv_is_a_dot_with_equal_values_and_gradients(gemm_gradients)
             assert a.dtype == b.dtype
             np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                        rtol=tol, atol=tol * 10)
-
-
-def _conv3x3_numpy(x, w):
-    """Definition of a 3x3 stride-1 pad-1 NHWC x HWIO convolution, summed in float64."""
-    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    b, h, wd, _ = x.shape
-    out = np.zeros((b, h, wd, w.shape[3]))
-    for i in range(3):
-        for j in range(3):
-            out += xp[:, i:i + h, j:j + wd, :] @ w[i, j].astype(np.float64)
-    return out
-
-
-@pytest.mark.parametrize("shape", [(2, 6, 8, 5, 7), (1, 2, 2, 3, 4), (3, 10, 4, 1, 2)])
-def test_winograd_conv3x3_against_numpy_loop(shape):
-    b, h, wd, ci, co = shape
-    rng = np.random.default_rng(h * wd + ci)
-    x = rng.normal(size=(b, h, wd, ci)).astype(np.float32)
-    w = rng.normal(size=(3, 3, ci, co)).astype(np.float32)
-    got = np.asarray(jax.jit(conv_mod.winograd_conv3x3)(jnp.asarray(x), jnp.asarray(w)))
-    assert got.shape == (b, h, wd, co) and got.dtype == np.float32
-    np.testing.assert_allclose(got, _conv3x3_numpy(x, w), rtol=1e-5, atol=1e-5)
-
-
-def test_winograd_conv3x3_rejects_odd_maps_and_other_kernels():
-    with pytest.raises(ValueError, match="even H, W"):
-        conv_mod.winograd_conv3x3(jnp.zeros((1, 5, 4, 2)), jnp.zeros((3, 3, 2, 2)))
-    with pytest.raises(ValueError, match="3x3 kernel"):
-        conv_mod.winograd_conv3x3(jnp.zeros((1, 4, 4, 2)), jnp.zeros((5, 5, 2, 2)))
-
-
-def _conv_fn(x_shape, w):
-    dn = lax.conv_dimension_numbers(x_shape, w.shape, DN)
-    return lambda conv, x, w_: conv(x, w_, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn)
-
-
-def test_large_3x3_layers_take_winograd_forward_and_input_gradient(monkeypatch):
-    """Above the Winograd thresholds a 3x3 stride-1 conv has no convolution left in its forward
-    or backward (Winograd forward and input gradient, shifted-GEMM kernel gradient), and its
-    value and both gradients equal XLA's to float rounding."""
-    monkeypatch.setattr(conv_mod, "_WINOGRAD", True)
-    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 4)
-    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_PIXELS", 0)
-    rng = np.random.default_rng(5)
-    x = jnp.asarray(rng.normal(size=(2, 8, 6, 4)).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=(3, 3, 4, 6)).astype(np.float32))
-    f = _conv_fn(x.shape, w)
-
-    def loss(conv, x, w_):
-        y = f(conv, x, w_)
-        return jnp.sum(jnp.sin(y)), y
-
-    vg = lambda conv: jax.value_and_grad(lambda x, w_: loss(conv, x, w_), argnums=(0, 1),  # noqa: E731
-                                         has_aux=True)
-    (_, y_new), g_new = jax.jit(vg(conv_general_dilated))(x, w)
-    (_, y_ref), g_ref = jax.jit(vg(lax.conv_general_dilated))(x, w)
-    np.testing.assert_allclose(np.asarray(y_new), np.asarray(y_ref), rtol=1e-5, atol=1e-5)
-    for a, b in zip(g_new, g_ref):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-4)
-    jaxpr = str(jax.make_jaxpr(vg(conv_general_dilated))(x, w))
-    assert "conv_general_dilated" not in jaxpr
-
-
-def test_winograd_is_not_taken_below_thresholds_or_off_the_plain_case(monkeypatch):
-    monkeypatch.setattr(conv_mod, "_WINOGRAD", True)
-    rng = np.random.default_rng(6)
-    x = jnp.asarray(rng.normal(size=(2, 8, 6, 4)).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=(3, 3, 4, 6)).astype(np.float32))
-    f = _conv_fn(x.shape, w)
-
-    def convs(x, w_):
-        return str(jax.make_jaxpr(lambda a, b: f(conv_general_dilated, a, b))(x, w_)).count(
-            "conv_general_dilated")
-
-    assert convs(x, w) == 1                                  # 4 channels < 48: XLA's conv
-    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_CHANNELS", 4)
-    monkeypatch.setattr(conv_mod, "WINOGRAD_MIN_PIXELS", 0)
-    assert convs(x, w) == 0
-    assert convs(x[:, :7], w) == 1                           # odd height
-    assert convs(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) == 1
-    conv_mod.use_cpu_winograd(False)                         # the default
-    y = jax.jit(lambda a, b: f(conv_general_dilated, a, b))(x, w)
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(f(lax.conv_general_dilated, x, w)))
-    assert convs(x, w) == 1
 
 
 def test_strided_gradient_groups_kernel_rows_below_the_channel_bound(monkeypatch):

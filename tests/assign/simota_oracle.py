@@ -1,9 +1,9 @@
-"""Plain NumPy SimOTA oracle, written from YOLOX_REFERENCE.md §3.1-3.3 with explicit loops.
+"""Plain NumPy SimOTA oracle, written from docs/official-behaviour.md §3.1-3.3 with explicit loops.
 
 Independent of the JAX implementation: it works on the variable-size problem (only the valid gts,
 only the candidate anchors, as the official code does), materialises the full [G, N, C] class
 cost, and uses loops over gts and anchors for the matching. Float32 throughout, like the official
-code. Options mirror ``yolox_jax.ops.simota.simota``.
+code. Options mirror ``yolox_jax.assign._simota.simota``.
 """
 from __future__ import annotations
 

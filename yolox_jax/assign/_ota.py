@@ -24,7 +24,7 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 from yolox_jax.ops.boxes import pairwise_iou_cxcywh
-from yolox_jax.ops.simota import (DEFAULT_RADIUS, Assignment, dynamic_k, geometry as geometry_relation,
+from yolox_jax.assign._simota import (DEFAULT_RADIUS, Assignment, dynamic_k, geometry as geometry_relation,
                                   sanitize_gts)
 
 
@@ -55,7 +55,7 @@ def ota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
       iou_weight: alpha, weight of ``-log(IoU + 1e-8)``.
       center_radius, candidate_rule: the geometry region of each gt (as ``simota``).
       center_prior: cost added to pairs outside the gt's region; 1e6 (default) excludes them in
-        practice, a small value (e.g. 5.0) makes it the soft centre prior of the seed article.
+        practice, a small value (e.g. 5.0) makes it a soft centre prior.
       topk_iou, k_rounding: dynamic-k supply of each gt (as ``simota``; computed over all anchors).
 
     Returns:

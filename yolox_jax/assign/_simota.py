@@ -1,4 +1,4 @@
-"""SimOTA label assignment with static shapes (YOLOX_REFERENCE.md §3.1-3.3).
+"""SimOTA label assignment with static shapes (docs/official-behaviour.md §3.1-3.3).
 
 One image per call; ``jax.vmap`` it over a batch. Ground truths are padded to a fixed ``G`` and
 masked, anchors are the full grid ``A``: every intermediate is ``[G, A]`` or smaller, never
@@ -303,7 +303,7 @@ def simota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_cl
         that are not (in box AND in centre) cost +1e5.
       soft_center_prior: None (official) or a float c: no anchor is excluded; every anchor is a
         candidate (also for the dynamic-k IoU sum) and pairs outside the region pay c instead of
-        the hard penalty (the "centre prior" cost of OTA / the seed article).
+        the hard penalty (the "centre prior" cost of OTA).
       topk_iou: number of largest candidate IoUs summed for dynamic k (official 10, seed 20).
       k_rounding: "floor" (official ``int()`` truncation) or "round" (nearest, half to even).
       iou_weight: weight of ``-log(IoU + 1e-8)`` in the cost (official 3.0).

@@ -256,7 +256,7 @@ def test_jit_vmap_batch_equals_per_image():
 @pytest.mark.parametrize("n,k,block", [(8400, 10, None), (1000, 10, 7), (126, 3, None),
                                        (300, 20, 16), (64, 10, None)])
 def test_top_k_last_equals_lax_top_k_with_ties_inf_nan(n, k, block):
-    from yolox_jax.ops.simota import top_k_last
+    from yolox_jax.assign._simota import top_k_last
 
     rng = np.random.default_rng(n + k)
     x = rng.normal(size=(6, n)).astype(np.float32)
@@ -276,7 +276,7 @@ def test_top_k_last_equals_lax_top_k_with_ties_inf_nan(n, k, block):
 
 
 def test_first_argmin_and_pick_resolution_equal_dense_versions():
-    from yolox_jax.ops.simota import (first_argmin, lowest_cost_picks, resolve_conflicts,
+    from yolox_jax.assign._simota import (first_argmin, lowest_cost_picks, resolve_conflicts,
                                       resolve_picks, select_lowest_cost)
 
     rng = np.random.default_rng(11)
@@ -339,7 +339,7 @@ def _jit_const_grid(fn, args):
 def test_window_candidates_equal_margin_test():
     """The per-level window search finds exactly the anchors of the dense centre test, also for
     gts at and beyond the image border, on region edges and with NaN boxes."""
-    from yolox_jax.ops.simota import _candidates, _window_candidates, geometry_margins, grid_levels
+    from yolox_jax.assign._simota import _candidates, _window_candidates, geometry_margins, grid_levels
 
     rng = np.random.default_rng(21)
     for hw, r in (((64, 96), 1.5), ((128, 160), 2.5), ((96, 64), 0.5), ((64, 64), 1.0)):

@@ -1,12 +1,12 @@
-"""The precompile child: it fills the persistent cache with the programs the loop will compile,
-so that the training process loads them (yolox_jax/train/precompile.py)."""
+"""The command line's compile child: it fills the persistent cache with the programs the loop
+will compile, so that the training process loads them (yolox_jax/cpu/precompile.py)."""
 from pathlib import Path
 
 import jax
 import pytest
 
 from yolox_jax.config import apply_overrides, load_config
-from yolox_jax.train import precompile
+from yolox_jax.cpu import precompile
 from yolox_jax.train.loop import train
 
 
@@ -36,6 +36,9 @@ def test_wanted_switches(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
     monkeypatch.delenv(precompile.SWITCH_ENV, raising=False)
     monkeypatch.delenv(precompile.CHILD_ENV, raising=False)
+    monkeypatch.setattr(precompile, "tuned", lambda: {"malloc": False, "xla_flags": False})
+    assert not precompile.wanted(cfg)                      # only for a tuned process
+    monkeypatch.setattr(precompile, "tuned", lambda: {"malloc": True, "xla_flags": True})
     on_cpu_with_cache = jax.default_backend() == "cpu" and precompile.cache_dir() is not None
     assert precompile.wanted(cfg) == on_cpu_with_cache
     monkeypatch.setenv(precompile.SWITCH_ENV, "0")
@@ -78,7 +81,7 @@ def test_child_compiles_and_the_loop_loads(tmp_path):
     assert not (tmp_path / "run").exists()      # the child wrote nothing where the run will
 
     after_child = _programs(cache)
-    out = train(cfg)                            # YOLOX_JAX_PRECOMPILE=0 (conftest): no child here
+    out = train(cfg)                            # train() itself never starts a child
     assert out["step"] == 2
     # Every train-step and evaluation program the loop needed was a cache hit: it wrote none.
     assert _programs(cache) == after_child, _programs(cache) - after_child

@@ -1,4 +1,4 @@
-"""yolox_jax.ops.nms against plain NumPy greedy NMS / Soft-NMS oracles, plus degenerate inputs."""
+"""yolox_jax.nms against plain NumPy greedy NMS / Soft-NMS oracles, plus degenerate inputs."""
 import functools
 
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from yolox_jax.nms import nms
-from yolox_jax.ops.nms import _integer_cumsum, first_max_rows, nms_batched
+from yolox_jax.nms import _integer_cumsum, first_max_rows, nms_batched
 
 
 # ----------------------------------------------------------------------------- oracles
