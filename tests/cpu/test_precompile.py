@@ -11,12 +11,15 @@ from yolox_jax.train.loop import train
 
 
 def _cfg(out, *extra):
-    # 96 px: an input size no other test compiles, so the session cache starts without it.
+    # The train-step program of tests/train/test_resume.py (same model, sizes, batch, label
+    # padding and schedule), so that its runs load what the child compiles here.
     return apply_overrides(load_config(None), [
         f"run.output_dir={out}", "run.tensorboard=false", "run.max_steps=2",
-        "data.synthetic_train_images=16", "data.synthetic_val_images=6",
-        "data.synthetic_image_size=(96,96)", "data.input_size=(96,96)", "data.test_size=(96,96)",
-        "data.batch_size=4", "eval.batch_size=4", "train.max_epoch=1", *extra])
+        "model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=48",
+        "data.synthetic_val_images=6", "data.synthetic_image_size=(96,128)",
+        "data.input_size=(96,128)", "data.test_size=(96,128)", "data.batch_size=4",
+        "data.max_labels=16", "eval.batch_size=4", "train.max_epoch=4", "train.warmup_epochs=1",
+        "train.no_aug_epochs=1", "train.steps_per_epoch=3", *extra])
 
 
 def test_marker_covers_what_decides_the_programs(tmp_path, monkeypatch):

@@ -145,7 +145,7 @@ def test_one_step_on_four_devices_equals_one_device(single_process):
     metrics = [k for k in one.files if k.startswith("metric_")]
     assert float(one["metric_num_fg"]) > 0 and float(one["metric_total_loss"]) > 0
     for k in metrics:
-        np.testing.assert_allclose(one[k], four[k], rtol=2e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(one[k], four[k], rtol=1e-4, atol=1e-6, err_msg=k)
     arrays = [k for k in one.files if not k.startswith("metric_")]
     assert len(arrays) > 100
     for k in arrays:

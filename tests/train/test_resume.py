@@ -26,8 +26,10 @@ def _cmd(out, name, *extra):
             f"run.experiment={name}", *extra]
 
 
-def _env(cache):
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache))
+def _env():
+    # The session's compilation cache (tests/conftest.py): the first run loads the train step
+    # that tests/cpu/test_precompile.py compiles for this config, when that test ran first.
+    return dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def _state(run_dir):
@@ -47,13 +49,12 @@ def _digests(run_dir):
 
 @pytest.mark.slow
 def test_kill_and_resume_equals_straight_run(tmp_path):
-    cache = tmp_path / "jax_cache"
-    straight = subprocess.run(_cmd(tmp_path, "straight"), env=_env(cache), capture_output=True,
+    straight = subprocess.run(_cmd(tmp_path, "straight"), env=_env(), capture_output=True,
                               text=True, timeout=1500)
     assert straight.returncode == 0, straight.stderr[-4000:]
 
     # Second run: kill -9 as soon as the epoch-2 checkpoint (step 6) is committed.
-    proc = subprocess.Popen(_cmd(tmp_path, "killed"), env=_env(cache), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cmd(tmp_path, "killed"), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 1500
@@ -68,7 +69,7 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
     step_at_kill, _ = _state(tmp_path / "killed")
     assert step_at_kill is not None and step_at_kill < 12
 
-    resumed = subprocess.run(_cmd(tmp_path, "killed", "--resume"), env=_env(cache),
+    resumed = subprocess.run(_cmd(tmp_path, "killed", "--resume"), env=_env(),
                              capture_output=True, text=True, timeout=1500)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"resumed from step {step_at_kill}" in resumed.stderr
