@@ -37,6 +37,9 @@ def pytest_configure(config):
     cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), "yolox_jax_test_xla_cache"))
     jax.config.update("jax_compilation_cache_dir", cache)
+    # Test workers share the machine (pytest-xdist): on a GPU or TPU none may reserve most of
+    # the device's memory up front.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     # No compile child when a test runs the command line in-process (each would add a process
     # start and a trace); tests/cpu/test_precompile.py exercises it directly.
     os.environ.setdefault("YOLOX_JAX_PRECOMPILE", "0")

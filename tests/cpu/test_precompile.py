@@ -1,18 +1,19 @@
 """The command line's compile child: it fills the persistent cache with the programs the loop
 will compile, so that the training process loads them (yolox_jax/cpu/precompile.py)."""
-from pathlib import Path
+import json
+import subprocess
+import sys
 
 import jax
 import pytest
 
+from yolox_jax import config as config_lib
 from yolox_jax.config import apply_overrides, load_config
 from yolox_jax.cpu import precompile
-from yolox_jax.train.loop import train
 
 
 def _cfg(out, *extra):
-    # The train-step program of tests/train/test_resume.py (same model, sizes, batch, label
-    # padding and schedule), so that its runs load what the child compiles here.
+    # A small run of the synthetic default: 2 steps of yolox-tiny at width 0.125, 96x128.
     return apply_overrides(load_config(None), [
         f"run.output_dir={out}", "run.tensorboard=false", "run.max_steps=2",
         "model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=48",
@@ -57,36 +58,54 @@ def test_wanted_switches(tmp_path, monkeypatch):
     assert not precompile.wanted(cfg)
 
 
-def _programs(cache: Path) -> set[str]:
-    return {p.name for p in cache.iterdir()
-            if p.name.startswith(("jit_step-", "jit_predict_batch-"))}
+# Runs in a fresh process with a cache of its own, so that no other test's compilations (other
+# pytest workers share the session cache) can show up in it.
+_CHILD_THEN_LOOP = r"""
+import json, sys
+from pathlib import Path
+import jax
+cache, cfg_file = sys.argv[1], sys.argv[2]
+jax.config.update("jax_compilation_cache_dir", cache)
+from yolox_jax import config as config_lib
+from yolox_jax.cpu import precompile
+from yolox_jax.train.loop import train
+
+def programs():
+    return sorted(p.name for p in Path(cache).iterdir()
+                  if p.name.startswith(("jit_step-", "jit_predict_batch-")))
+
+cfg = config_lib.from_dict(json.loads(Path(cfg_file).read_text()))
+ran = precompile.precompile_in_child(cfg)
+after_child = programs()
+run_dir_after_child = Path(cfg.run.output_dir).exists()
+out = train(cfg)                       # train() itself never starts a child
+print(json.dumps({"ran": ran, "marker": precompile.marker_path(cfg, cache).is_file(),
+                  "after_child": after_child, "run_dir_after_child": run_dir_after_child,
+                  "step": out["step"], "after_run": programs(),
+                  "again": precompile.precompile_in_child(cfg)}))
+"""
 
 
 @pytest.mark.slow
 def test_child_compiles_and_the_loop_loads(tmp_path):
-    if jax.default_backend() != "cpu" or precompile.cache_dir() is None:
-        pytest.skip("the precompile child is for CPU runs with a persistent cache")
+    if jax.default_backend() != "cpu":
+        pytest.skip("the compile child is for CPU runs")
     cfg = _cfg(tmp_path / "run")
-    cache = Path(precompile.cache_dir())
-    marker = precompile.marker_path(cfg, str(cache))
-    if marker.exists():   # a rerun of the suite on a kept cache
-        marker.unlink()
-    cache.mkdir(parents=True, exist_ok=True)
-    before = _programs(cache)
-
-    assert precompile.precompile_in_child(cfg)
-    assert marker.is_file()
-    # The child compiled the train step and the evaluation program (on a kept cache an earlier
-    # run of this test may have left them there already).
-    names = {n.split("-")[0] for n in _programs(cache) - before} or \
-        {n.split("-")[0] for n in before}
-    assert {"jit_step", "jit_predict_batch"} <= names
-    assert not (tmp_path / "run").exists()      # the child wrote nothing where the run will
-
-    after_child = _programs(cache)
-    out = train(cfg)                            # train() itself never starts a child
-    assert out["step"] == 2
+    cfg_file = tmp_path / "config.json"
+    cfg_file.write_text(config_lib.dumps(cfg))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _CHILD_THEN_LOOP, str(cache), str(cfg_file)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["ran"] and got["marker"]
+    # The child compiled the train step and the evaluation program, and wrote nothing where
+    # the run writes.
+    assert {n.split("-")[0] for n in got["after_child"]} == {"jit_step", "jit_predict_batch"}
+    assert not got["run_dir_after_child"]
+    assert got["step"] == 2
     # Every train-step and evaluation program the loop needed was a cache hit: it wrote none.
-    assert _programs(cache) == after_child, _programs(cache) - after_child
+    assert got["after_run"] == got["after_child"]
     # A second run of the same config skips the child.
-    assert not precompile.precompile_in_child(cfg)
+    assert got["again"] is False

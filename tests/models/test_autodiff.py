@@ -1,30 +1,19 @@
-"""With the default convolution (XLA's), every mode of autodiff passes through the model and
-the loss: ``jax.jvp`` through yolox-s's forward pass and through the loss, and
-Hessian-vector products (forward over reverse). Each is checked against an identity that the
-reverse-mode gradient, the library's tested path, must satisfy."""
+"""With the default convolution (XLA's), forward-mode autodiff passes through the model and the
+loss: ``jax.jvp`` through yolox-s's forward pass (against finite differences) and through the
+loss (against the reverse-mode gradient). Hessian-vector products: tests/models/test_hvp.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import yolox_jax
+from tree_math import random_like, vdot
 from yolox_jax.losses import yolox_loss
 
 HW = (64, 64)
 LABELS = jnp.asarray([[[1, 20, 24, 16, 20], [5, 40, 40, 30, 22]],
                       [[3, 30, 30, 40, 36], [0, 0, 0, 0, 0]]], jnp.float32)
 MASK = jnp.asarray([[True, True], [True, False]])
-
-
-def _vdot(a, b):
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _random_like(tree, seed):
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
-                                        for k, x in zip(keys, leaves)])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +37,7 @@ def test_jvp_through_the_forward_pass_matches_finite_differences(yolox_s):
     model, variables, images = yolox_s
     f = lambda p: model.apply({"params": p, "batch_stats": variables["batch_stats"]}, images)  # noqa: E731
     params = variables["params"]
-    v = jax.tree.map(lambda t: 1e-2 * t, _random_like(params, 1))
+    v = jax.tree.map(lambda t: 1e-2 * t, random_like(params, 1))
     _, jv = jax.jit(lambda p, t: jax.jvp(f, (p,), (t,)))(params, v)
     fd = _central_difference(f, params, v, 1e-1)
     assert np.isfinite(np.asarray(jv)).all() and float(jnp.abs(jv).max()) > 0
@@ -67,29 +56,8 @@ def test_jvp_through_the_loss_equals_the_directional_gradient(yolox_s):
         return yolox_loss(raw, LABELS, MASK, HW, use_l1=True)["total_loss"]
 
     params = variables["params"]
-    v = _random_like(params, 3)
+    v = random_like(params, 3)
     forward_mode = jax.jit(lambda p, t: jax.jvp(loss, (p,), (t,))[1])(params, v)
-    reverse_mode = _vdot(jax.jit(jax.grad(loss))(params), v)
+    reverse_mode = vdot(jax.jit(jax.grad(loss))(params), v)
     assert np.isfinite(float(forward_mode)) and float(forward_mode) != 0
     np.testing.assert_allclose(float(forward_mode), float(reverse_mode), rtol=2e-3)
-
-
-def test_hessian_vector_products_are_symmetric():
-    """Forward-over-reverse HVPs through a small YOLOX and the loss: <u, H v> == <v, H u>."""
-    hw = (32, 32)
-    model = yolox_jax.build_model("yolox-nano", num_classes=4, width=0.125)
-    images = jnp.asarray(np.random.default_rng(4).uniform(0, 255, (2, *hw, 3)), jnp.float32)
-    variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(5))
-    labels = jnp.asarray([[[1, 10, 12, 12, 14]], [[3, 16, 18, 20, 16]]], jnp.float32)
-    mask = jnp.ones((2, 1), bool)
-
-    def loss(p):
-        raw = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, images)
-        return yolox_loss(raw, labels, mask, hw)["total_loss"]
-
-    params = variables["params"]
-    u, v = _random_like(params, 6), _random_like(params, 7)
-    hvp = jax.jit(lambda t: jax.jvp(jax.grad(loss), (params,), (t,))[1])
-    uhv, vhu = _vdot(u, hvp(v)), _vdot(v, hvp(u))
-    assert np.isfinite(float(uhv)) and float(uhv) != 0
-    np.testing.assert_allclose(float(uhv), float(vhu), rtol=2e-3)

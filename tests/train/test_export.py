@@ -3,7 +3,6 @@ and what it exports is XLA's convolution in every layer: no CPU-only formulation
 shifted depthwise sums, GEMM gradients) travels into a program meant for an accelerator."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from yolox_jax import build_model

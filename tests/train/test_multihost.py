@@ -5,16 +5,13 @@ The processes talk through JAX's CPU collectives (gloo), so this is the multi-ho
 (``maybe_initialize_distributed``, ``make_array_from_process_local_data``, per-process data
 shards, Orbax saving from every process), only with both "hosts" on one machine.
 """
-import json
-import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_step import worker_env
+from tiny_step import free_port, run_pair, worker_env
 
 STEP_WORKER = textwrap.dedent(r"""
     # argv: out_prefix mode [process_id port]; mode "single" = 1 process x 4 devices (writes
@@ -95,36 +92,10 @@ CKPT_WORKER = textwrap.dedent(r"""
 """)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env():
-    # Python stacks of every thread on stderr if a worker is aborted (e.g. by the coordination
-    # service on a barrier timeout), so that a hang shows where each process was.
     env = worker_env(PYTHONFAULTHANDLER="1")
     env.pop("XLA_FLAGS", None)
     return env
-
-
-def _run_pair(args_of, timeout=900):
-    """Start processes 0 and 1 (args_of(pid) -> argv), wait for both, return their results."""
-    procs = [subprocess.Popen(args_of(pid), env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for rc, out, err in results:
-        assert rc == 0, out[-2000:] + err[-4000:]
-    return results
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +128,8 @@ def test_two_processes_equal_one_process(tmp_path, single_process):
     """2 processes x 2 devices, each feeding only its half of the batch: the params, BN
     statistics and EMA after two steps equal the 1-process 4-device run and agree bitwise across the
     two processes (the state is replicated)."""
-    port = _free_port()
-    _run_pair(lambda pid: [sys.executable, "-c", STEP_WORKER, str(tmp_path / f"m{pid}"),
+    port = free_port()
+    run_pair(lambda pid: [sys.executable, "-c", STEP_WORKER, str(tmp_path / f"m{pid}"),
                            "multi", str(pid), str(port)])
     s = np.load(f"{single_process}.npz")
     m0, m1 = (np.load(tmp_path / f) for f in ("m0.npz", "m1.npz"))
@@ -179,8 +150,8 @@ def test_two_processes_save_latest_and_best_of_the_same_step(tmp_path):
     `best/3` saved together by two processes shared barrier keys and a save hung; each manager
     now has its own barrier-key prefix. Both processes finish, and both managers keep what
     they should."""
-    port = _free_port()
-    _run_pair(lambda pid: [sys.executable, "-c", CKPT_WORKER, str(pid), str(port),
+    port = free_port()
+    run_pair(lambda pid: [sys.executable, "-c", CKPT_WORKER, str(pid), str(port),
                            str(tmp_path / "ck")], timeout=300)
     from yolox_jax.train.checkpoint import Checkpointer
 
@@ -190,43 +161,3 @@ def test_two_processes_save_latest_and_best_of_the_same_step(tmp_path):
         assert ck.best_ap() == 8.0
     finally:
         ck.close()
-
-
-SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=48",
-         "data.synthetic_val_images=8", "data.synthetic_image_size=(96,128)",
-         "data.input_size=(96,128)", "data.test_size=(96,128)", "data.batch_size=4",
-         "data.max_labels=16", "train.max_epoch=2", "train.warmup_epochs=1",
-         "train.no_aug_epochs=1", "train.steps_per_epoch=3", "run.tensorboard=false",
-         "run.log_batch_digests=true", "run.distributed=on", "run.num_processes=2"]
-
-
-@pytest.mark.slow
-def test_train_cli_on_two_processes(tmp_path):
-    """`yolox-jax train` as two processes: both finish, each reads its own data shard, the
-    Orbax checkpoints written together by both are committed and restore, and the EMA model is
-    evaluated."""
-    port = _free_port()
-    results = _run_pair(lambda pid: [
-        sys.executable, "-m", "yolox_jax.cli", "train", *SMALL, f"run.output_dir={tmp_path}",
-        "run.experiment=mp", f"run.coordinator_address=127.0.0.1:{port}", f"run.process_id={pid}"])
-    run_dir = tmp_path / "mp"
-    digests = [[json.loads(line) for line in (run_dir / name).read_text().splitlines()]
-               for name in ("batches.jsonl", "batches.p1.jsonl")]
-    assert [r["step"] for r in digests[0]] == list(range(6)) == [r["step"] for r in digests[1]]
-    # Different shards: no batch of process 1 equals the batch of process 0 at the same step.
-    assert all(a["crc"] != b["crc"] for a, b in zip(*digests))
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert any("AP50" in json.dumps(m) for m in metrics)
-
-    from yolox_jax.train.checkpoint import Checkpointer, read_variables
-
-    ck = Checkpointer(Path(run_dir) / "checkpoints", async_save=False)
-    try:
-        assert ck.latest_step() == 6
-    finally:
-        ck.close()
-    # Read back on one device of this single process (what eval / predict / fine-tuning do).
-    variables, config = read_variables(run_dir / "checkpoints" / "latest")
-    assert config["run"]["num_processes"] == 2
-    assert len(variables["params"]) > 0
-    assert "AP50" in results[0][1] + results[0][2]

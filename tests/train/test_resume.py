@@ -27,9 +27,7 @@ def _cmd(out, name, *extra):
 
 
 def _env():
-    # The session's compilation cache (tests/conftest.py): the first run loads the train step
-    # that tests/cpu/test_precompile.py compiles for this config, when that test ran first.
-    return dict(os.environ, JAX_PLATFORMS="cpu")
+    return dict(os.environ, JAX_PLATFORMS="cpu")   # and the session's compilation cache
 
 
 def _state(run_dir):

@@ -1,4 +1,5 @@
-"""The small problem the data-parallel tests' subprocess workers train on (imported by them)."""
+"""The small problem the data-parallel tests' subprocess workers train on (imported by them),
+and the helpers that start those workers."""
 import numpy as np
 
 from yolox_jax import build_model
@@ -35,3 +36,36 @@ def worker_env(**extra):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
                                                       env.get("PYTHONPATH")]))
     return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_pair(args_of, timeout=900):
+    """Start processes 0 and 1 of a two-process run (``args_of(pid)`` -> argv), wait for both,
+    return their ``(returncode, stdout, stderr)``; both must succeed. Python stacks of every
+    thread go to stderr if a worker is aborted (e.g. on a barrier timeout), so that a hang shows
+    where each process was."""
+    import subprocess
+
+    env = worker_env(PYTHONFAULTHANDLER="1")
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen(args_of(pid), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            results.append((proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for rc, out, err in results:
+        assert rc == 0, out[-2000:] + err[-4000:]
+    return results
