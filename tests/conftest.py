@@ -48,3 +48,11 @@ def pytest_configure(config):
     from yolox_jax.cpu import tune_process
 
     tune_process()
+
+
+def pytest_collection_modifyitems(config, items):
+    # Files with slow tests first, in their own order: the two workers (pytest-xdist, one file
+    # at a time) start on the longest files and the short ones fill in after, instead of one
+    # worker finishing on a long file alone.
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -31,6 +31,7 @@ def _central_difference(f, params, v, eps):
     return (out[0] - out[1]) / (2 * eps)
 
 
+@pytest.mark.slow
 def test_jvp_through_the_forward_pass_matches_finite_differences(yolox_s):
     """Forward mode through yolox-s (no custom_vjp in the way) gives the derivative of the raw
     outputs along a parameter direction."""
@@ -45,6 +46,7 @@ def test_jvp_through_the_forward_pass_matches_finite_differences(yolox_s):
                                atol=2e-2 * float(jnp.abs(fd).max()))
 
 
+@pytest.mark.slow
 def test_jvp_through_the_loss_equals_the_directional_gradient(yolox_s):
     """d/dt loss(params + t v) by forward mode == <grad loss, v> (train-mode forward, SimOTA
     assignment, the official losses)."""

@@ -3,12 +3,14 @@ convolution and the loss, and are symmetric: <u, H v> == <v, H u>."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import yolox_jax
 from tree_math import random_like, vdot
 from yolox_jax.losses import yolox_loss
 
 
+@pytest.mark.slow
 def test_hessian_vector_products_are_symmetric():
     """Forward-over-reverse HVPs through a small YOLOX and the loss: <u, H v> == <v, H u>."""
     hw = (32, 32)
