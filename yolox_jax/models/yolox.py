@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from yolox_jax.models.backbones import DARKNET_BLOCKS
-from yolox_jax.models.blocks import ACTIVATIONS, CONV_CHOICES, ConvChoice, Dtype
+from yolox_jax.models.blocks import ACTIVATIONS, ConvChoice, Dtype, conv_function
 from yolox_jax.models.head import YOLOXHead
 from yolox_jax.models.necks import PAFPN, YOLOFPN
 from yolox_jax.ops.anchors import level_shapes
@@ -77,9 +77,7 @@ def model_config(name: str, num_classes: int = 80, **overrides) -> dict[str, Any
     cfg = dict(VARIANTS[name], num_classes=num_classes, dtype=None, param_dtype=jnp.float32,
                conv="xla")
     cfg.update(overrides)
-    if not callable(cfg["conv"]) and cfg["conv"] not in CONV_CHOICES:
-        raise ValueError(f"unknown conv {cfg['conv']!r}; valid: {list(CONV_CHOICES)} or a "
-                         "callable with lax.conv_general_dilated's signature")
+    conv_function(cfg["conv"])  # raises a ValueError naming the valid choices
     if cfg["act"] not in ACTIVATIONS:
         raise ValueError(f"unknown act {cfg['act']!r}; valid: {sorted(ACTIVATIONS)}")
     if cfg["width"] <= 0:
