@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import importlib.util
 import json
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ class DataConfig:
     val_images: str = ""
     # voc: root folder (VOCdevkit) ; tfds: dataset name and data_dir.
     root: str = ""
+    # voc: the VOC<year> folders to read, comma-separated; the class names, comma-separated
+    # ("" = the 20 Pascal VOC classes).
+    voc_years: str = "2007,2012"
+    class_names: str = ""
     tfds_name: str = "coco/2017"
     train_split: str = "train"
     val_split: str = "validation"
@@ -187,19 +192,60 @@ def _coerce(value: Any, annotation: str, key: str):
         if annotation == "str":
             return str(value)
         if annotation == "tuple":
-            if isinstance(value, (int, float)):
-                value = (value, value)
-            return tuple(value)
+            return _coerce_tuple(value, key)
     except (TypeError, ValueError):
-        raise ValueError(f"config key {key!r} expects {annotation}, got {value!r}") from None
+        from yolox_jax.errors import UserError
+
+        want = _describe_tuple(key) if annotation == "tuple" else annotation
+        raise UserError(f"expects {want}, got {value!r}", key) from None
     return value
+
+
+# The element type and allowed lengths of each tuple-valued key.
+_TUPLE_ITEMS = {"synthetic_image_size": (int, (2,)), "input_size": (int, (2,)),
+                "test_size": (int, (2,)), "mosaic_scale": (float, (2,)),
+                "mixup_scale": (float, (2,)), "random_size": (int, (0, 2))}
+
+
+def _describe_tuple(key: str) -> str:
+    kind, lengths = _TUPLE_ITEMS.get(key.split(".")[-1], (float, ()))
+    n = " or ".join(map(str, lengths)) if lengths else "some"
+    return f"a tuple of {n} {kind.__name__}s, e.g. (416, 416)" if kind is int else \
+        f"a tuple of {n} {kind.__name__}s"
+
+
+def _coerce_tuple(value, key: str) -> tuple:
+    """A number n gives (n, n); lists and tuples of numbers keep their length, which must be one
+    the key allows; ints stay ints (sizes in pixels must be whole numbers)."""
+    kind, lengths = _TUPLE_ITEMS.get(key.split(".")[-1], (float, ()))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError
+        if kind is int:
+            if float(v) != int(v):
+                raise ValueError
+            v = int(v)
+        out.append(v)
+    if lengths and len(out) not in lengths:
+        raise ValueError
+    return tuple(out)
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:
     """Set ``section.name`` on ``cfg``; unknown keys raise a ValueError naming the valid keys."""
     parts = key.split(".")
     if len(parts) != 2 or not hasattr(cfg, parts[0]) or not hasattr(getattr(cfg, parts[0]), parts[1]):
-        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(_valid_keys(cfg))}")
+        from yolox_jax.errors import UserError
+
+        close = difflib.get_close_matches(key, _valid_keys(cfg), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else \
+            f"valid keys: {', '.join(_valid_keys(cfg))}"
+        raise UserError(f"unknown config key; {hint}", key)
     section = getattr(cfg, parts[0])
     # With postponed annotations every field type is its source string ("int", "Optional[float]").
     annotation = {f.name: str(f.type) for f in dataclasses.fields(section)}[parts[1]]
@@ -210,13 +256,20 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply ``key=value`` strings (values parsed as Python literals when possible)."""
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
+            from yolox_jax.errors import UserError
+
+            raise UserError("an override must be section.key=value", item)
         key, value = item.split("=", 1)
         set_value(cfg, key.strip(), value.strip())
     return cfg
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def config_names() -> list[str]:
+    """Names of the packaged configs (``yolox_jax.configs``: the top-level configs/ folder)."""
+    from importlib.resources import files
+
+    return sorted(p.name[:-3] for p in files("yolox_jax.configs").iterdir()
+                  if p.name.endswith(".py") and not p.name.startswith("_"))
 
 
 def synthetic_config() -> Config:
@@ -254,27 +307,42 @@ def synthetic_config() -> Config:
 
 
 def load_config(path_or_name: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Load ``configs/<name>.py`` (or a path to any such file) and apply overrides.
+    """A config by packaged name (``yolox-s``, ``yolox_s``, ``synthetic``, ``custom_coco``), or
+    from a path to any file defining ``get_config()``, then ``overrides`` applied.
 
     ``None`` gives the embedded default: the small model on the synthetic dataset.
     """
+    from yolox_jax.errors import UserError
+
     if path_or_name is None:
         cfg = synthetic_config()
-    else:
+    elif Path(path_or_name).is_file():
         path = Path(path_or_name)
-        if not path.exists():
-            candidate = CONFIG_DIR / f"{path_or_name.replace('-', '_')}.py"
-            if not candidate.exists():
-                names = sorted(p.stem for p in CONFIG_DIR.glob("*.py")) if CONFIG_DIR.exists() else []
-                raise FileNotFoundError(f"config {path_or_name!r} not found (known: {names})")
-            path = candidate
         spec = importlib.util.spec_from_file_location(f"yolox_jax_config_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ValueError(f"config file {path} defines no get_config()")
-        cfg = module.get_config()
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - the user's file: say which one failed
+            raise UserError(f"config file failed to load: {type(err).__name__}: {err}", path) from err
+        cfg = _get_config(module, path)
+    else:
+        name = Path(path_or_name).name.removesuffix(".py").replace("-", "_")
+        if name not in config_names() or name != path_or_name.removesuffix(".py").replace("-", "_"):
+            raise UserError(f"no config file or packaged config {path_or_name!r} "
+                            f"(packaged: {', '.join(config_names())})", path_or_name)
+        cfg = _get_config(importlib.import_module(f"yolox_jax.configs.{name}"), name)
     return apply_overrides(cfg, list(overrides or []))
+
+
+def _get_config(module, where) -> Config:
+    from yolox_jax.errors import UserError
+
+    if not hasattr(module, "get_config"):
+        raise UserError("config file defines no get_config()", where)
+    cfg = module.get_config()
+    if not isinstance(cfg, Config):
+        raise UserError(f"get_config() returned {type(cfg).__name__}, not a Config", where)
+    return cfg
 
 
 def dumps(cfg: Config) -> str:

@@ -300,3 +300,35 @@ def test_coco_ground_truth_keeps_crowd_for_cocoeval(tmp_path):
     coco.dataset = gt
     coco.createIndex()
     assert len(coco.getAnnIds(iscrowd=True)) == 1
+
+
+def test_truncated_jpeg_is_corrupt_and_contributes_no_boxes(tmp_path, caplog):
+    """A JPEG cut in half decodes in OpenCV as a grey-filled image; here it is counted as
+    unreadable, named, and served blank without its boxes. The intact file still reads."""
+    from yolox_jax.data.sources.base import is_complete, read_image_rgb
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (120, 160, 3)).astype(np.uint8)
+    assert cv2.imwrite(str(tmp_path / "whole.jpg"), photo)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    # The premise: OpenCV alone returns an image for the cut file.
+    assert cv2.imread(str(tmp_path / "cut.jpg")) is not None
+    assert is_complete(data) and not is_complete(data[: len(data) // 2])
+    assert read_image_rgb(str(tmp_path / "whole.jpg")).shape == (120, 160, 3)
+    assert read_image_rgb(str(tmp_path / "cut.jpg")) is None
+
+    images = [{"id": i + 1, "file_name": f, "width": 160, "height": 120}
+              for i, f in enumerate(["whole.jpg", "cut.jpg"])]
+    anns = [{"id": k + 1, "image_id": i, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900,
+             "iscrowd": 0} for k, i in enumerate([1, 2, 2])]
+    ann_file = tmp_path / "ann.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns,
+                                    "categories": [{"id": 1, "name": "thing"}]}))
+    src = CocoSource(str(ann_file), str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="yolox_jax.data"):
+        whole, cut = src[0], src[1]
+    assert whole["image_ok"] and len(whole["classes"]) == 1
+    assert not cut["image_ok"] and cut["boxes_xyxy"].shape == (0, 4) and (cut["image"] == 114).all()
+    assert src.stats["unreadable_image"] == 1
+    assert any("cut.jpg" in r.getMessage() for r in caplog.records)

@@ -1,7 +1,11 @@
 """Config files load, overrides are typed, unknown keys are errors."""
 import pytest
 
-from yolox_jax.config import CONFIG_DIR, apply_overrides, from_dict, load_config, to_dict, Config
+from pathlib import Path
+
+from yolox_jax.config import apply_overrides, config_names, from_dict, load_config, to_dict, Config
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_default_is_synthetic():
@@ -10,11 +14,25 @@ def test_default_is_synthetic():
     assert cfg.model.num_classes == 3
 
 
-@pytest.mark.parametrize("name", ["yolox_nano", "yolox_tiny", "yolox_s", "yolox_m", "yolox_l",
-                                  "yolox_x", "yolox_darknet53", "synthetic"])
-def test_every_config_file_loads(name):
-    cfg = load_config(str(CONFIG_DIR / f"{name}.py"))
-    assert cfg.model.name.startswith("yolox-")
+PACKAGED = ["custom_coco", "synthetic", "yolox_darknet53", "yolox_l", "yolox_m", "yolox_nano",
+            "yolox_s", "yolox_tiny", "yolox_x"]
+
+
+def test_packaged_config_names():
+    assert config_names() == PACKAGED
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_every_config_loads_by_name_and_by_path(name):
+    by_name = load_config(name)
+    assert by_name.model.name.startswith("yolox-")
+    assert to_dict(load_config(str(CONFIG_DIR / f"{name}.py"))) == to_dict(by_name)
+    assert to_dict(load_config(name.replace("_", "-"))) == to_dict(by_name)
+
+
+def test_unknown_config_lists_the_packaged_ones():
+    with pytest.raises(ValueError, match="yolox_q.*packaged: custom_coco, synthetic"):
+        load_config("yolox_q")
 
 
 def test_official_variant_values():

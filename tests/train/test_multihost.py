@@ -64,7 +64,7 @@ STEP_WORKER = textwrap.dedent(r"""
                  **{"metric_" + k: v for k, v in saved[0][1].items()})
     losses = np.array([m["total_loss"] for _, m in saved])
     np.savez(out + ".npz", *saved[-1][0], losses=losses, moved=np.float32(moved))
-    print("OK", p, n, losses)
+    print("OK", p, n, losses, flush=True)
 """)
 
 
@@ -88,7 +88,7 @@ CKPT_WORKER = textwrap.dedent(r"""
         ck.save(step, state, None, {}, {"step": step})
     ck.wait()
     ck.close()
-    print("OK", jax.process_index())
+    print("OK", jax.process_index(), flush=True)
 """)
 
 

@@ -48,24 +48,38 @@ def free_port() -> int:
 
 def run_pair(args_of, timeout=900):
     """Start processes 0 and 1 of a two-process run (``args_of(pid)`` -> argv), wait for both,
-    return their ``(returncode, stdout, stderr)``; both must succeed. Python stacks of every
-    thread go to stderr if a worker is aborted (e.g. on a barrier timeout), so that a hang shows
-    where each process was."""
-    import subprocess
+    return their ``(returncode, stdout, stderr)``; both must succeed.
 
-    env = worker_env(PYTHONFAULTHANDLER="1")
+    A failure shows the output of both processes, not only of the first that failed: in a
+    two-process run the one that reports the error (a barrier timeout, say) is usually not the
+    one that caused it. A process still running at ``timeout`` gets SIGABRT, on which Python
+    writes the stack of every thread to stderr, so a hang shows where each process was."""
+    import signal
+    import subprocess
+    import time
+
+    env = worker_env(PYTHONFAULTHANDLER="1", PYTHONUNBUFFERED="1")
     env.pop("XLA_FLAGS", None)
     procs = [subprocess.Popen(args_of(pid), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    deadline = time.monotonic() + timeout
     results = []
     try:
         for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
+            try:
+                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for other in procs:
+                    if other.poll() is None:
+                        other.send_signal(signal.SIGABRT)
+                out, err = proc.communicate(timeout=60)
             results.append((proc.returncode, out, err))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    for rc, out, err in results:
-        assert rc == 0, out[-2000:] + err[-4000:]
+    if any(rc != 0 for rc, _, _ in results):
+        report = [f"--- process {pid}: exit code {rc}\n{out[-2000:]}\n{err[-6000:]}"
+                  for pid, (rc, out, err) in enumerate(results)]
+        raise AssertionError("\n".join(report))
     return results

@@ -89,8 +89,10 @@ def precompile_in_child(cfg: config_lib.Config) -> bool:
                                cache, str(Path(tmp) / "out")],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
-        log.warning("precompile child failed (exit %d); compiling in this process instead:\n%s",
-                    proc.returncode, proc.stdout[-4000:])
+        # The run itself meets the same error, if it is one, and reports it: once.
+        log.warning("compiling in this process instead: the compile child stopped (exit %d)",
+                    proc.returncode)
+        log.debug("compile child output:\n%s", proc.stdout[-4000:])
         return False
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "{}")

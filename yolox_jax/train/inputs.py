@@ -5,10 +5,27 @@ import jax
 
 from yolox_jax import data as data_lib
 from yolox_jax.config import DataConfig
+from yolox_jax.errors import UserError
 
 
 def build_sources(d: DataConfig):
-    """(train source, validation source or None) for ``data.source``."""
+    """(train source, validation source or None) for ``data.source``. The last result is kept
+    (keyed by the data config), so checking the data before a run does not read it twice."""
+    import dataclasses
+    import json
+
+    key = json.dumps(dataclasses.asdict(d), sort_keys=True, default=list)
+    if _last_sources and _last_sources[0] == key:
+        return _last_sources[1]
+    sources = _build_sources(d)
+    _last_sources[:] = [key, sources]
+    return sources
+
+
+_last_sources: list = []
+
+
+def _build_sources(d: DataConfig):
     if d.source == "synthetic":
         train = data_lib.SyntheticShapes(d.synthetic_train_images, image_size=tuple(d.synthetic_image_size),
                                          seed=d.synthetic_seed)
@@ -20,13 +37,17 @@ def build_sources(d: DataConfig):
         val = data_lib.CocoSource(d.val_ann, d.val_images) if d.val_ann else None
         return train, val
     if d.source == "voc":
-        return (data_lib.VocSource(d.root, split=d.train_split),
-                data_lib.VocSource(d.root, split=d.val_split) if d.val_split else None)
+        years = tuple(y.strip() for y in d.voc_years.split(",") if y.strip())
+        kw = {"years": years}
+        if d.class_names:
+            kw["class_names"] = [c.strip() for c in d.class_names.split(",")]
+        return (data_lib.VocSource(d.root, split=d.train_split, **kw),
+                data_lib.VocSource(d.root, split=d.val_split, **kw) if d.val_split else None)
     if d.source == "tfds":
         return (data_lib.TfdsSource(d.tfds_name, split=d.train_split, data_dir=d.root or None),
                 data_lib.TfdsSource(d.tfds_name, split=d.val_split, data_dir=d.root or None)
                 if d.val_split else None)
-    raise ValueError(f"data.source={d.source!r}: expected synthetic, coco, voc or tfds")
+    raise UserError(f"data.source={d.source!r}: expected synthetic, coco, voc or tfds")
 
 
 def multiscale_choices(d: DataConfig) -> list[tuple[int, int]]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolox_jax import config as config_lib
+from yolox_jax.errors import UserError
 from yolox_jax.models.blocks import CONV_CHOICES
 from yolox_jax.models.yolox import build_model
 from yolox_jax.train import inputs
@@ -47,7 +48,7 @@ def make_plan(cfg: config_lib.Config, dataset_len: int) -> Plan:
     t = cfg.train
     steps = t.steps_per_epoch or dataset_len // cfg.data.batch_size
     if steps <= 0:
-        raise ValueError(f"dataset of {dataset_len} images gives no full batch of data.batch_size="
+        raise UserError(f"dataset of {dataset_len} images gives no full batch of data.batch_size="
                          f"{cfg.data.batch_size}")
     # The official trainer closes mosaic and enables L1 when epoch + 1 == max_epoch - no_aug_epochs,
     # i.e. one epoch earlier than the lr schedule's flat tail.
@@ -69,8 +70,8 @@ def conv_choice(conv: str):
         try:
             return getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"model.conv={conv!r}: cannot import {name} from {module}: {err}") from err
-    raise ValueError(f"model.conv={conv!r}: expected auto, {', '.join(CONV_CHOICES)} or "
+            raise UserError(f"model.conv={conv!r}: cannot import {name} from {module}: {err}") from err
+    raise UserError(f"model.conv={conv!r}: expected auto, {', '.join(CONV_CHOICES)} or "
                      "module:function")
 
 
@@ -96,6 +97,31 @@ def multiscale_size(cfg: config_lib.Config, step: int) -> tuple[int, int]:
         return base
     rng = np.random.default_rng([cfg.train.seed, 7919, block])
     return tuple(sizes[int(rng.integers(len(sizes)))])
+
+
+def preflight(cfg: config_lib.Config) -> None:
+    """Check what the user gave before anything compiles, raising a UserError that names the
+    key or file: sizes, the model, the data (read once here; its problems are counted and
+    reported), the class count, the checkpoint to start from."""
+    d = cfg.data
+    for key in ("input_size", "test_size"):
+        size = tuple(getattr(d, key))
+        if len(size) != 2 or any(v <= 0 or v % 32 for v in size):
+            raise UserError(f"expects two positive multiples of 32, got {size}", f"data.{key}")
+    if d.batch_size < 1:
+        raise UserError(f"must be at least 1, got {d.batch_size}", "data.batch_size")
+    try:
+        model_from_config(cfg)
+    except ValueError as err:
+        raise UserError(str(err), "model.name / model.*") from None
+    train_source, _ = inputs.build_sources(d)
+    if cfg.model.num_classes != train_source.num_classes:
+        raise UserError(f"is {cfg.model.num_classes} but the training data has "
+                        f"{train_source.num_classes} classes ({', '.join(train_source.class_names[:8])}"
+                        f"{' ...' if train_source.num_classes > 8 else ''})", "model.num_classes")
+    make_plan(cfg, len(train_source))
+    if cfg.run.init_from and not Path(cfg.run.init_from).exists():
+        raise UserError("no such checkpoint to start from", cfg.run.init_from)
 
 
 def initial_variables(cfg, model, mesh):
@@ -137,7 +163,7 @@ def _official_variables(path: Path, cfg):
     sd = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
     key = next((k for k in sd if k.endswith("head.cls_preds.0.weight")), None)
     if key is None:
-        raise ValueError(f"{path}: no head.cls_preds.0.weight, not a YOLOX checkpoint")
+        raise UserError(f"{path}: no head.cls_preds.0.weight, not a YOLOX checkpoint")
     overrides = {k: getattr(cfg.model, k) for k in ("depth", "width", "act")
                  if getattr(cfg.model, k) is not None}
     return from_torch_state_dict(sd, cfg.model.name, int(sd[key].shape[0]), **overrides)
@@ -197,8 +223,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     mesh = make_mesh()
     train_source, val_source = inputs.build_sources(cfg.data)
     if cfg.model.num_classes != train_source.num_classes:
-        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the training data has "
-                         f"{train_source.num_classes} classes ({train_source.class_names})")
+        raise UserError(f"is {cfg.model.num_classes} but the training data has "
+                        f"{train_source.num_classes} classes", "model.num_classes")
     plan = make_plan(cfg, len(train_source))
     local_batch = per_process_batch(plan.global_batch, mesh)
     model = model_from_config(cfg)

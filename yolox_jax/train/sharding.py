@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from yolox_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DATA_AXIS = "data"
@@ -79,7 +81,7 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 def per_process_batch(global_batch: int, mesh: Mesh) -> int:
     n_dev = mesh.devices.size
     if global_batch % n_dev:
-        raise ValueError(f"data.batch_size={global_batch} must be divisible by the number of devices "
+        raise UserError(f"data.batch_size={global_batch} must be divisible by the number of devices "
                          f"({n_dev})")
     return global_batch // jax.process_count()
 

@@ -95,19 +95,37 @@ def blank_image(hw) -> np.ndarray:
     return np.full((max(h, 1), max(w, 1), 3), PAD_VALUE, np.uint8)
 
 
-def read_image_rgb(path: str) -> np.ndarray | None:
-    """Decodes an image file to uint8 [h, w, 3] RGB, or None if missing/corrupt.
+def is_complete(data: bytes) -> bool:
+    """Whether an encoded JPEG or PNG ends as one must: a JPEG has its end-of-image marker FFD9
+    in its last 4 KiB (the marker cannot occur inside compressed data; the slack allows the
+    trailers some cameras append), a PNG its IEND chunk at the end. A truncated file fails:
+    decoders would fill the missing part with grey and keep going. Other formats pass."""
+    if data[:3] == b"\xff\xd8\xff":                      # JPEG
+        return b"\xff\xd9" in data[-4096:]
+    if data[:8] == b"\x89PNG\r\n\x1a\n":                 # PNG
+        return b"IEND" in data[-16:]
+    return True
 
-    cv2.imread returns None rather than raising on a missing or truncated file, which is exactly
-    what the caller needs to apply the blank-image rule.  Greyscale and RGBA files come back as
-    3 channels because of IMREAD_COLOR.
+
+def read_image_rgb(path: str) -> np.ndarray | None:
+    """Decodes an image file to uint8 [h, w, 3] RGB, or None if missing, truncated or corrupt.
+
+    A JPEG or PNG that does not end as it must (:func:`is_complete`) is corrupt: OpenCV would
+    decode the part that is there and fill the rest with grey. Greyscale and RGBA files come back
+    as 3 channels.
     """
     if not os.path.isfile(path):
         return None
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        return None
+    if data.size == 0 or not is_complete(data.tobytes()):
+        return None
     if _IMREAD_RGB is not None:  # OpenCV >= 4.10 decodes straight to RGB: saves a conversion
-        img = cv2.imread(path, _IMREAD_RGB)
+        img = cv2.imdecode(data, _IMREAD_RGB)
     else:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR)
         img = None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if img is None or img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         return None

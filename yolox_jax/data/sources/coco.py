@@ -29,6 +29,7 @@ from yolox_jax.data.sources.base import (
     load_file_record,
     make_record,
 )
+from yolox_jax.errors import UserError
 
 _REQUIRED_TOP = ("images", "annotations", "categories")
 _REQUIRED_IMAGE = ("id", "file_name", "width", "height")
@@ -41,12 +42,12 @@ def _load_json(ann_file: str) -> dict:
         with open(ann_file) as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"COCO annotation file {ann_file} is not valid JSON: {e}") from e
+        raise UserError(f"COCO annotation file {ann_file} is not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"COCO annotation file {ann_file}: top level must be an object")
+        raise UserError(f"COCO annotation file {ann_file}: top level must be an object")
     for key in _REQUIRED_TOP:
         if key not in data or not isinstance(data[key], list):
-            raise ValueError(f"COCO annotation file {ann_file}: missing required list {key!r}")
+            raise UserError(f"COCO annotation file {ann_file}: missing required list {key!r}")
     return data
 
 
@@ -82,11 +83,11 @@ class CocoSource(TrackedSource):
 
         cats = data["categories"]
         if not cats:
-            raise ValueError(f"{self.ann_file}: 'categories' is empty")
+            raise UserError(f"{self.ann_file}: 'categories' is empty")
         try:
             cat_ids = sorted(int(c["id"]) for c in cats)
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{self.ann_file}: every category needs an integer 'id' ({e})") from e
+            raise UserError(f"{self.ann_file}: every category needs an integer 'id' ({e})") from e
         names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
         self.category_ids = cat_ids
         self.class_names = [names[i] for i in cat_ids]
@@ -94,7 +95,7 @@ class CocoSource(TrackedSource):
 
         images = data["images"]
         if not images:
-            raise ValueError(f"{self.ann_file}: 'images' is empty: no images to load")
+            raise UserError(f"{self.ann_file}: 'images' is empty: no images to load")
         self.image_ids: list[int] = []
         self.file_names: list[str] = []
         hw = []
@@ -102,10 +103,10 @@ class CocoSource(TrackedSource):
         for k, im in enumerate(images):
             missing = [key for key in _REQUIRED_IMAGE if key not in im]
             if missing:
-                raise ValueError(f"{self.ann_file}: images[{k}] lacks required key(s) {missing}")
+                raise UserError(f"{self.ann_file}: images[{k}] lacks required key(s) {missing}")
             iid = int(im["id"])
             if iid in index_of:
-                raise ValueError(f"{self.ann_file}: duplicate image id {iid} (images[{k}])")
+                raise UserError(f"{self.ann_file}: duplicate image id {iid} (images[{k}])")
             index_of[iid] = k
             self.image_ids.append(iid)
             self.file_names.append(str(im["file_name"]))

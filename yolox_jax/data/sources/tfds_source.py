@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from yolox_jax.data.sources.base import TrackedSource, SourceStats, make_record
+from yolox_jax.errors import UserError
 
 # Official COCO category ids of the 80 classes, in class-index order.
 COCO_CATEGORY_IDS = (
@@ -55,7 +56,7 @@ class TfdsSource(TrackedSource):
             try:
                 class_names = info.features["objects"]["label"].names
             except (AttributeError, KeyError, TypeError) as e:
-                raise ValueError(f"TfdsSource({name}): cannot find objects/label class names in the "
+                raise UserError(f"TfdsSource({name}): cannot find objects/label class names in the "
                                  f"dataset info; pass class_names=") from e
         self.class_names = list(class_names)
         if name.startswith("coco") and len(self.class_names) == len(COCO_CATEGORY_IDS):
@@ -65,7 +66,7 @@ class TfdsSource(TrackedSource):
         self.keep_difficult = keep_difficult
         self.stats_tracker = SourceStats(f"TfdsSource({name}, {split})")
         if len(self._ds) == 0:
-            raise ValueError(f"TfdsSource({name}, split={split!r}): no images")
+            raise UserError(f"TfdsSource({name}, split={split!r}): no images")
 
     def __len__(self) -> int:
         return len(self._ds)

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from yolox_jax.data.sources.base import TrackedSource, SourceStats, load_file_record
+from yolox_jax.errors import UserError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -111,7 +112,7 @@ class VocSource(TrackedSource):
                     "difficult": np.asarray(difficult, bool),
                 })
         if not self._anns:
-            raise ValueError(f"VOC: no images for split {split!r}, years {tuple(years)} under {self.root}")
+            raise UserError(f"VOC: no images for split {split!r}, years {tuple(years)} under {self.root}")
         self.box_counts = np.asarray([len(a["classes"]) for a in self._anns], np.int64)
         n_diff = int(sum(a["difficult"].sum() for a in self._anns))
         if n_diff:

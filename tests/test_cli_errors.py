@@ -1,0 +1,79 @@
+"""Mistakes in what the user gives end in one line, ``yolox-jax: <what> (<file or key>)``, and
+exit status 2, before anything compiles; ``--debug`` shows the traceback instead."""
+import json
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from yolox_jax.cli import main, split_overrides
+from yolox_jax.errors import UserError
+
+
+def one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("yolox-jax: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["train", "train.max_epochz=3"], "(train.max_epochz)"),
+    (["train", "data.input_size=abc"], "(data.input_size)"),
+    (["train", "data.input_size=(416,)"], "(data.input_size)"),
+    (["train", "data.input_size=(100,100)"], "(data.input_size)"),
+    (["train", "-n", "yolox-q"], "(yolox-q)"),
+    (["train", "-f", "no/such/file.py"], "(no/such/file.py)"),
+    (["train", "--data", "/no/such/folder"], "(/no/such/folder)"),
+    (["train", "model.num_classes=5"], "(model.num_classes)"),
+    (["train", "model.name=yolox-q"], "model.name"),
+    (["train", "--ckpt", "/no/such/run"], "(/no/such/run)"),
+    (["eval", "--ckpt", "/no/such/run"], "(/no/such/run)"),
+    (["eval", "--ckpt", "/no/such/run", "data.source=coco", "data.train_ann=/x.json"],
+     "/x.json"),
+])
+def test_user_errors_are_one_line_and_exit_2(capsys, argv, names):
+    assert names in one_line_error(capsys, argv)
+
+
+def test_corrupt_annotation_json_is_named(capsys, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text('{"images": [')
+    line = one_line_error(capsys, ["train", "data.source=coco", f"data.train_ann={ann}",
+                                   f"data.train_images={tmp_path}"])
+    assert str(ann) in line and "not valid JSON" in line
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(UserError):
+        main(["--debug", "train", "data.input_size=abc"])
+    with pytest.raises(UserError):
+        main(["train", "--debug", "data.input_size=abc"])
+
+
+def test_overrides_are_taken_wherever_they_stand():
+    rest, overrides = split_overrides(["predict", "--path", "a.png", "data.test_size=(64,64)",
+                                       "b.png", "-c", "ckpt", "eval.batch_size=2"])
+    assert rest == ["predict", "--path", "a.png", "b.png", "-c", "ckpt"]
+    assert overrides == ["data.test_size=(64,64)", "eval.batch_size=2"]
+
+
+def test_checkpoint_of_another_class_count_is_named():
+    """What eval/predict check before running: the class count of the checkpoint."""
+    from yolox_jax import build_model
+    from yolox_jax.cli.common import check_variables
+
+    model = build_model("yolox-nano", num_classes=3, width=0.125)
+    other = build_model("yolox-nano", num_classes=5, width=0.125)
+    shapes = jax.eval_shape(lambda: other.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
+                                               train=False))
+    check_variables(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                      jnp.zeros((1, 64, 64, 3)), train=False)),
+                    model, "ok")
+    with pytest.raises(UserError, match=r"checkpoint has 5 classes, the config 3.*\(run/x\)"):
+        check_variables(shapes, model, "run/x")
+    params = dict(shapes["params"])
+    params.pop(next(iter(params)))
+    with pytest.raises(UserError, match="missing"):
+        check_variables({"params": params, "batch_stats": shapes["batch_stats"]}, model, "run/x")

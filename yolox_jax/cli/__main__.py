@@ -1,0 +1,5 @@
+import sys
+
+from yolox_jax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""Train a detector (default: the synthetic-shapes demo on CPU).
+
+    yolox-jax train                                   # synthetic shapes, minutes on a CPU
+    yolox-jax train --data datasets/my_coco           # your COCO-format or VOC folder
+    yolox-jax train --data datasets/my_coco train.max_epoch=50
+    yolox-jax train -n yolox-s data.batch_size=128
+    yolox-jax train -n yolox-s --resume
+"""
+from __future__ import annotations
+
+import json
+
+from yolox_jax.cli import common
+
+HELP = "train (default: the synthetic-shapes demo on CPU)"
+
+
+def add_arguments(p):
+    common.add_config_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("-c", "--ckpt", help="initialise from an official .pth or one of our runs")
+    p.add_argument("--devices", type=int, default=0,
+                   help="on CPU, simulate this many devices (sets XLA_FLAGS before JAX starts)")
+
+
+def run(args) -> int:
+    import os
+
+    if args.devices:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + f" --xla_force_host_platform_device_count={args.devices}")
+    common.tune()
+    cfg = common.load(args)
+    if args.resume:
+        cfg.run.resume = True
+    if args.ckpt:
+        cfg.run.init_from = args.ckpt
+
+    from yolox_jax.cpu import precompile
+    from yolox_jax.train.loop import preflight, train
+    from yolox_jax.train.sharding import maybe_initialize_distributed
+
+    r = cfg.run
+    maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes,
+                                 r.process_id)          # before anything starts a backend
+    preflight(cfg)                      # the user's paths and data, before anything compiles
+    if precompile.wanted(cfg):
+        precompile.precompile_in_child(cfg)
+    out = train(cfg)
+    summary = {"step": out["step"], "run_dir": out["run_dir"],
+               "train": {k: round(float(v), 5) for k, v in out["train"].items()},
+               "eval": {k: v for k, v in out["eval"].items() if isinstance(v, (int, float))}}
+    print(json.dumps(summary, indent=2))
+    return 0
