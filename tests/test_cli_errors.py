@@ -77,3 +77,23 @@ def test_checkpoint_of_another_class_count_is_named():
     params.pop(next(iter(params)))
     with pytest.raises(UserError, match="missing"):
         check_variables({"params": params, "batch_stats": shapes["batch_stats"]}, model, "run/x")
+
+
+def test_a_run_folder_supplies_its_own_config(tmp_path):
+    """eval/predict/export --ckpt <run> without -n/-f build the model the run trained."""
+    import argparse
+
+    from yolox_jax.cli.common import load, recorded_config
+    from yolox_jax.config import dumps, load_config
+
+    cfg = load_config("yolox-nano", ["model.num_classes=7", "data.test_size=(96,96)"])
+    (tmp_path / "checkpoints" / "best").mkdir(parents=True)
+    (tmp_path / "config.json").write_text(dumps(cfg))
+    for where in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints" / "best"):
+        assert recorded_config(str(where)).model.num_classes == 7
+    args = argparse.Namespace(config=None, name=None, data=None, ckpt=str(tmp_path),
+                              overrides=["eval.batch_size=3"])
+    got = load(args)
+    assert (got.model.name, got.model.num_classes, got.data.test_size, got.eval.batch_size) == \
+        ("yolox-nano", 7, (96, 96), 3)
+    assert recorded_config(str(tmp_path / "model.pth")) is None

@@ -221,3 +221,84 @@ def load_torch_checkpoint(path, name: str, num_classes: int = 80, **overrides) -
     if isinstance(ckpt, Mapping) and "model" in ckpt and isinstance(ckpt["model"], Mapping):
         ckpt = ckpt["model"]
     return from_torch_state_dict(ckpt, name, num_classes, **overrides)
+
+
+# ----------------------------------------------------------------------------- files
+
+CLASS_KEY = "head.cls_preds.0.weight"
+
+
+def _torch(purpose: str, where):
+    try:
+        import torch
+    except ImportError:
+        from yolox_jax.errors import UserError
+
+        raise UserError(f"{purpose} needs PyTorch: pip install torch", where) from None
+    return torch
+
+
+def read_torch_state_dict(path) -> dict:
+    """An official ``.pth`` (``{"model": sd, ...}`` or a bare sd) -> its state_dict (tensors).
+
+    Loads with ``weights_only=True``. A UserError names the file when PyTorch is missing, the
+    file does not load, or it holds no YOLOX state_dict (no ``head.cls_preds.0.weight``).
+    """
+    from yolox_jax.errors import UserError
+
+    torch = _torch("reading a .pth file", path)
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        first = str(err).strip().split(". ")[0].splitlines()[0][:160] if str(err).strip() else ""
+        raise UserError(f"cannot load this .pth ({type(err).__name__}: {first})", path) from err
+    if isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping):
+        ckpt = ckpt["model"]
+    if not isinstance(ckpt, Mapping) or state_dict_num_classes(ckpt) is None:
+        raise UserError(f"not a YOLOX checkpoint (no {CLASS_KEY})", path)
+    return dict(ckpt)
+
+
+def state_dict_num_classes(state_dict: Mapping) -> int | None:
+    """The class count of an official state_dict: rows of ``head.cls_preds.0.weight`` [C, Cin, 1, 1]
+    (``module.`` prefix allowed), or None without that key."""
+    for key in (CLASS_KEY, "module." + CLASS_KEY):
+        if key in state_dict:
+            return int(np.shape(state_dict[key])[0])
+    return None
+
+
+def write_torch_checkpoint(state_dict: Mapping[str, np.ndarray], path) -> None:
+    """Save ``{"model": state_dict}`` (arrays as torch tensors) with ``torch.save``: the layout of
+    the official checkpoints, which the official tools read with ``ckpt["model"]``."""
+    torch = _torch("writing a .pth file", path)
+    torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}},
+               str(path))
+
+
+def save_checkpoint(directory, variables: Mapping, config: dict, meta: dict | None = None) -> None:
+    """Write ``variables`` ``{"params", "batch_stats"}`` as one of our checkpoint folders
+    (``<directory>/checkpoints/latest/0``), the raw and the EMA weights both ``variables``, with
+    ``config`` (a ``yolox_jax.config.to_dict`` dict) and ``meta`` recorded beside them.
+
+    ``yolox_jax.train.checkpoint.read_variables(directory)`` reads it, and so do
+    ``yolox-jax eval/predict --ckpt`` and ``run.init_from``; it holds no optimizer state, so
+    ``--resume`` does not continue from it.
+    """
+    from pathlib import Path
+
+    from yolox_jax.train.checkpoint import Checkpointer
+
+    state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
+             "ema_params": variables["params"],
+             "ema_batch_stats": variables.get("batch_stats", {})}
+    checkpointer = Checkpointer(Path(directory) / "checkpoints", keep=1, async_save=False)
+    try:
+        checkpointer.save(0, state, None, config, dict(meta or {}, step=0), force=True)
+        checkpointer.wait()
+    finally:
+        checkpointer.close()
+    # As in a training run's folder: eval/predict/export --ckpt build the model from it.
+    import json
+
+    (Path(directory) / "config.json").write_text(json.dumps(config, indent=2, default=list))

@@ -18,18 +18,43 @@ def add_config_arguments(p: argparse.ArgumentParser, data: bool = True):
 
 
 def load(args):
-    """The config named by ``-f``/``-n`` (default: the synthetic demo), fitted to ``--data``
-    when given, then the ``section.key=value`` overrides."""
+    """The config named by ``-f``/``-n``, else the one a ``--ckpt`` run folder recorded (eval,
+    predict, export), else the synthetic demo; fitted to ``--data`` when given; then the
+    ``section.key=value`` overrides."""
     from yolox_jax.config import apply_overrides, load_config
 
     source = args.config or args.name
-    if getattr(args, "data", None):
+    recorded = None if source or getattr(args, "data", None) else recorded_config(
+        getattr(args, "ckpt", None))
+    if recorded is not None:
+        cfg = recorded
+    elif getattr(args, "data", None):
         from yolox_jax.data.discover import config_for_data
 
         cfg = config_for_data(args.data, base=load_config(source) if source else None)
     else:
         cfg = load_config(source)
     return apply_overrides(cfg, args.overrides)
+
+
+def recorded_config(ckpt: str | None):
+    """The config saved with one of our run/checkpoint folders, or None (no folder, a ``.pth``,
+    nothing recorded)."""
+    if not ckpt or not Path(ckpt).is_dir():
+        return None
+    import json
+
+    from yolox_jax.config import from_dict
+
+    path = Path(ckpt).absolute()
+    for candidate in (path / "config.json", path.parent / "config.json",
+                      path.parent.parent / "config.json"):
+        if candidate.is_file():
+            try:
+                return from_dict(json.loads(candidate.read_text()))
+            except (ValueError, json.JSONDecodeError):
+                return None
+    return None
 
 
 def load_variables(ckpt: str, model, model_name: str, num_classes: int, use_ema: bool = True):
@@ -44,7 +69,13 @@ def load_variables(ckpt: str, model, model_name: str, num_classes: int, use_ema:
     if path.suffix in (".pth", ".pt"):
         from yolox_jax.convert import load_torch_checkpoint
 
-        variables = load_torch_checkpoint(str(path), model_name, num_classes)
+        overrides = {k: getattr(model, k) for k in ("depth", "width")
+                     if getattr(model, k, None) is not None}
+        try:
+            variables = load_torch_checkpoint(str(path), model_name, num_classes, **overrides)
+        except (KeyError, ValueError) as err:
+            raise UserError("checkpoint does not fit the model: "
+                            + " ".join(str(err).split())[:400], ckpt) from None
     else:
         from yolox_jax.train.checkpoint import read_variables
 

@@ -181,19 +181,32 @@ def _log_digest(run_dir: Path, step: int, batch: dict):
 
 
 class MetricLog:
-    """Scalars to TensorBoard (process 0 only) and a JSON-lines file."""
+    """Scalars to TensorBoard (process 0 only) and a JSON-lines file.
 
-    def __init__(self, run_dir: Path, tensorboard: bool):
+    A run resumed from step ``start_step`` continues one record: ``metrics.jsonl`` drops the
+    lines of later steps (written before the interruption, about to be written again), and
+    TensorBoard is told to purge its events after ``start_step``.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, start_step: int = 0):
         self.enabled = jax.process_index() == 0
         self.writer = None
         self.file = None
         if self.enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.file = open(run_dir / "metrics.jsonl", "a")
+            path = run_dir / "metrics.jsonl"
+            if start_step and path.exists():
+                kept = [line for line in path.read_text().splitlines()
+                        if line.strip() and json.loads(line).get("step", 0) <= start_step]
+                path.write_text("".join(line + "\n" for line in kept))
+            elif not start_step and path.exists():
+                path.unlink()            # a fresh run in an old folder starts a fresh record
+            self.file = open(path, "a")
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"),
+                                            purge_step=start_step + 1 if start_step else None)
 
     def write(self, step: int, scalars: dict):
         if not self.enabled:
@@ -263,7 +276,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     if compile_only:
         return compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh,
                                 range(start_step, end_step))
-    metric_log = MetricLog(run_dir, r.tensorboard)
+    metric_log = MetricLog(run_dir, r.tensorboard, start_step)
     cfg_dict = config_lib.to_dict(cfg)
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -271,8 +284,13 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
 
     from tqdm.auto import tqdm
 
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     bar = tqdm(total=end_step, initial=start_step, disable=jax.process_index() != 0,
                dynamic_ncols=True, desc="train", mininterval=1.0)
+    # Log lines go above the bar, not through it.
+    redirect = logging_redirect_tqdm()
+    redirect.__enter__()
     last, pending, evaluation = {}, None, {}
     t_images, t_start = 0, time.perf_counter()
 
@@ -344,6 +362,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
         if pending is not None:
             last = check(pending)
     finally:
+        redirect.__exit__(None, None, None)
         bar.close()
         checkpointer.wait()
         checkpointer.close()
