@@ -1,6 +1,5 @@
 """Mistakes in what the user gives end in one line, ``yolox-jax: <what> (<file or key>)``, and
 exit status 2, before anything compiles; ``--debug`` shows the traceback instead."""
-import json
 
 import jax
 import jax.numpy as jnp

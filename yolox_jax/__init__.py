@@ -1,8 +1,8 @@
 """yolox_jax: YOLOX object detection in JAX/Flax.
 
 Public API (docs/api.md): ``build_model``, ``MODEL_NAMES``, ``anchor_grid``, ``decode``,
-``postprocess``, ``Detections``, and the modules ``convert``, ``assign``, ``losses``, ``nms``,
-``cpu`` (opt-in CPU speed-ups), ``models``, ``ops``, ``data``, ``train``, ``eval``. Names load
+``postprocess``, ``Detections``, and the modules ``convert``, ``export``, ``assign``, ``losses``,
+``nms``, ``cpu`` (opt-in CPU speed-ups), ``models``, ``ops``, ``data``, ``train``, ``eval``. Names load
 lazily, so ``import yolox_jax`` is cheap; importing changes nothing in the process.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ _ATTRS = {
     "postprocess": "yolox_jax.ops.postprocess",
     "Detections": "yolox_jax.ops.postprocess",
 }
-_MODULES = ("convert", "assign", "losses", "nms", "cpu", "models", "ops", "data", "train", "eval")
+_MODULES = ("convert", "export", "assign", "losses", "nms", "cpu", "models", "ops", "data", "train",
+            "eval")
 
 __all__ = sorted(_ATTRS) + sorted(_MODULES)
 

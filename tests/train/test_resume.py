@@ -81,3 +81,10 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
     # The same batches, in the same order, were seen.
     assert _digests(tmp_path / "straight") == _digests(tmp_path / "killed")
     assert sorted(_digests(tmp_path / "straight")) == list(range(12))
+    # metrics.jsonl keeps one record: each step once, in order, as in the straight run (lines
+    # the killed run wrote after its checkpoint are replaced by the resumed run's).
+    def logged_steps(run_dir):
+        rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in rows if "train/total_loss" in r]
+
+    assert logged_steps(tmp_path / "killed") == logged_steps(tmp_path / "straight") == list(range(1, 13))

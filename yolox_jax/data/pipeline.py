@@ -91,12 +91,14 @@ class TrainSample:
 
     def __call__(self, position: int, index) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.shard_index, int(position)])
-        bad = 0
+        bad, bad_index = 0, -1
         if self.mosaic_prob > 0 and rng.random() < self.mosaic_prob:
             center = mosaic_center(rng, self.input_size)
             others = rng.integers(0, len(self.source), 3)
-            tiles = [self._pull(j) for j in [int(index), *others]]
+            used = [int(index), *map(int, others)]
+            tiles = [self._pull(j) for j in used]
             bad += sum(t[3] for t in tiles)
+            bad_index = next((j for j, t in zip(used, tiles) if t[3]), -1)
             canvas, boxes, classes = mosaic(
                 [t[0] for t in tiles], [t[1] for t in tiles], [t[2] for t in tiles], self.input_size, center)
             img, boxes = T.random_affine(canvas, boxes, rng, self.input_size, degrees=self.degrees,
@@ -108,15 +110,18 @@ class TrainSample:
                 if j is not None:
                     cp_img, cp_boxes, cp_classes, cp_bad = self._pull(j)
                     bad += cp_bad
+                    bad_index = j if cp_bad and bad_index < 0 else bad_index
                     img, boxes, classes = mixup(img, boxes, classes, cp_img, cp_boxes, cp_classes,
                                                            jit_factor=jit, flip=flip, rng=rng)
         else:
             img, boxes, classes, bad = self._pull(int(index))
+            bad_index = int(index) if bad else -1
         image, labels, mask, dropped = T.train_transform(
             img, boxes, classes, rng, self.input_size, max_labels=self.max_labels,
             flip_prob=self.flip_prob, hsv_prob=self.hsv_prob)
         return {"images": image, "labels": labels, "label_mask": mask,
-                "_dropped_labels": np.int32(dropped), "_bad_images": np.int32(bad)}
+                "_dropped_labels": np.int32(dropped), "_bad_images": np.int32(bad),
+                "_index": np.int32(index), "_bad_index": np.int32(bad_index)}
 
 
 class PipelineStats:
@@ -124,36 +129,93 @@ class PipelineStats:
 
     Keys: ``batches``, ``images``, ``truncated_images`` (images with more than max_labels boxes;
     the largest were kept), ``dropped_labels``, ``bad_images`` (unreadable/missing files that were
-    served blank; a mosaic counts each of its tiles).  Each kind is logged once, when first seen.
-    Counts restart at zero when an iterator is restored from a checkpoint.
+    served blank; a mosaic counts each of its tiles).  Each kind is logged once, when first seen,
+    and :meth:`summary` gives the totals with example files (the training loop logs it every
+    epoch and at the end of the run). Counts restart at zero when an iterator is restored from a
+    checkpoint. One object may serve several loaders (the two phases of a run).
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, source=None, max_labels: int | None = None):
         self.name = name
+        self.source = source
+        self.max_labels = max_labels
         self.counts: Counter = Counter()
+        self.examples: dict[str, list[str]] = {}
         self._reported: set[str] = set()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         dropped = batch.pop("_dropped_labels", None)
         bad = batch.pop("_bad_images", None)
+        index = batch.pop("_index", None)
+        bad_index = batch.pop("_bad_index", None)
         self.counts["batches"] += 1
         self.counts["images"] += int(batch["images"].shape[0])
         if dropped is not None and dropped.any():
             self.counts["truncated_images"] += int((dropped > 0).sum())
             self.counts["dropped_labels"] += int(dropped.sum())
-            self._report_once("truncated_images", "images had more boxes than max_labels; kept the largest")
+            if index is not None:
+                self._example("truncated_images", index[dropped > 0])
+            self._report_once("truncated_images", "images had more boxes than "
+                              f"max_labels={self.max_labels}; kept the largest"
+                              if self.max_labels else "images had more boxes than max_labels; "
+                              "kept the largest")
         if bad is not None and bad.any():
             self.counts["bad_images"] += int(bad.sum())
+            if bad_index is not None:
+                self._example("bad_images", bad_index[bad_index >= 0])
             self._report_once("bad_images", "unreadable or missing image files served as blank 114 images")
         return batch
+
+    def _example(self, kind: str, indices):
+        names = self.examples.setdefault(kind, [])
+        for i in np.asarray(indices).reshape(-1)[:3]:
+            name = describe_index(self.source, int(i))
+            if len(names) < 3 and name not in names:
+                names.append(name)
 
     def _report_once(self, kind: str, what: str):
         if kind not in self._reported:
             self._reported.add(kind)
-            log.warning("%s: %s (%d so far; see loader.stats)", self.name, what, self.counts[kind])
+            example = f"; e.g. {self.examples[kind][0]}" if self.examples.get(kind) else ""
+            log.warning("%s: %s (%d so far%s)", self.name, what, self.counts[kind], example)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def summary(self, since: dict[str, int] | None = None) -> str | None:
+        """One line of data problems counted since ``since`` (an earlier :meth:`as_dict`), with
+        example files; None when there were none."""
+        since = since or {}
+        delta = {k: v - since.get(k, 0) for k, v in self.counts.items()}
+        parts = []
+        if delta.get("bad_images", 0) > 0:
+            parts.append(f"{delta['bad_images']} unreadable or missing images served blank "
+                         f"without boxes{self._examples('bad_images')}")
+        if delta.get("truncated_images", 0) > 0:
+            limit = f"max_labels={self.max_labels}" if self.max_labels else "max_labels"
+            parts.append(f"{delta['truncated_images']} images with more boxes than {limit} "
+                         f"({delta.get('dropped_labels', 0)} smallest boxes left out; raise "
+                         f"data.max_labels to keep them){self._examples('truncated_images')}")
+        if not parts:
+            return None
+        return f"{delta.get('images', 0)} images: " + "; ".join(parts)
+
+    def _examples(self, kind: str) -> str:
+        names = self.examples.get(kind)
+        return f" (e.g. {', '.join(names)})" if names else ""
+
+
+def describe_index(source, index: int) -> str:
+    """The file behind a source index where the source can tell, else ``index <i>``."""
+    if hasattr(source, "image_path"):
+        try:
+            return str(source.image_path(index))
+        except (IndexError, KeyError, TypeError):
+            pass
+    names = getattr(source, "file_names", None)
+    if names is not None and 0 <= index < len(names):
+        return str(names[index])
+    return f"index {index}"
 
 
 def _ensure_absl_flags_parsed():
@@ -268,20 +330,24 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
 
 
 def train_loader(source, *, input_size=(640, 640), batch_size: int, seed: int = 0, num_workers: int = 0,
-                 read_threads: int = 1, prefetch: int = 2, **kwargs) -> Loader:
+                 read_threads: int = 1, prefetch: int = 2, stats: PipelineStats | None = None,
+                 **kwargs) -> Loader:
     """``train_dataset`` + worker processes + stats; see the module docstring for checkpointing.
 
     ``iter(loader)`` yields {"images": uint8 [B, H, W, 3], "labels": float32 [B, M, 5],
     "label_mask": bool [B, M]}.  ``num_workers=0`` computes batches in this process
     (``read_threads`` threads); ``num_workers>0`` uses grain worker processes, each with
-    ``read_threads`` threads and ``prefetch`` batches of buffer.
+    ``read_threads`` threads and ``prefetch`` batches of buffer. ``stats``: the counters to
+    add to (default: new ones).
     """
     batches = train_dataset(source, input_size=input_size, batch_size=batch_size, seed=seed, **kwargs)
     shard_count = kwargs.get("shard_count", 1)
     per_epoch = (len(source) // shard_count) // batch_size
     if not kwargs.get("drop_remainder", True):
         per_epoch = math.ceil((len(source) // shard_count) / batch_size)
-    return Loader(batches, num_workers=num_workers, stats=PipelineStats("train_loader"), source=source,
+    stats = stats if stats is not None else PipelineStats(
+        "train_loader", source, kwargs.get("max_labels", 120))
+    return Loader(batches, num_workers=num_workers, stats=stats, source=source,
                   length=per_epoch, read_threads=read_threads, prefetch=prefetch)
 
 

@@ -62,11 +62,13 @@ def multiscale_choices(d: DataConfig) -> list[tuple[int, int]]:
     return [tuple(s) for s in data_lib.multiscale_sizes(tuple(d.input_size), d.multiscale_range)]
 
 
-def train_iterator(cfg, source, phase: str, local_batch: int, start_batch: int = 0):
+def train_iterator(cfg, source, phase: str, local_batch: int, start_batch: int = 0,
+                   stats=None):
     """A checkpointable iterator over this process's shard; ``phase`` "aug" or "no_aug".
 
     Both phases read the same shuffled stream (same seed); ``start_batch`` is where it starts, so
-    the no-aug phase continues the stream at the step where it begins.
+    the no-aug phase continues the stream at the step where it begins. ``stats``: a
+    ``yolox_jax.data.PipelineStats`` that counts the data problems of the batches served.
     """
     d = cfg.data
     aug = phase == "aug"
@@ -78,5 +80,5 @@ def train_iterator(cfg, source, phase: str, local_batch: int, start_batch: int =
         mosaic_scale=tuple(d.mosaic_scale), mixup_scale=tuple(d.mixup_scale), shear=d.shear,
         flip_prob=d.flip_prob, hsv_prob=d.hsv_prob, max_labels=d.max_labels,
         num_workers=d.num_workers, shard_index=jax.process_index(),
-        shard_count=jax.process_count())
+        shard_count=jax.process_count(), stats=stats)
     return loader.iter_from(start_batch) if start_batch else iter(loader)

@@ -249,13 +249,17 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(
         initial_variables(cfg, model, mesh))
 
+    from yolox_jax.data import PipelineStats
+
+    data_stats = PipelineStats("train data", train_source, cfg.data.max_labels)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=r.keep_checkpoints)
     start_step, best_ap, meta = 0, float("-inf"), {}
     phase_of = lambda epoch: "no_aug" if epoch >= plan.no_aug_start_epoch else "aug"  # noqa: E731
     if r.resume and checkpointer.latest_step() is not None:
         meta = checkpointer.read_meta()
         phase = meta["phase"]
-        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
+        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch,
+                                            stats=data_stats)
         restored = checkpointer.restore(abstract_like(state, replicated(mesh)), iterator)
         state, start_step = restored["state"], int(restored["meta"]["step"])
         best_ap = float(meta.get("best_ap", best_ap))
@@ -263,7 +267,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                  start_step // plan.steps_per_epoch, phase)
     else:
         phase = phase_of(0)
-        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch)
+        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch,
+                                            stats=data_stats)
 
     step_fn = jit_train_step(
         bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=cfg.train.ema,
@@ -292,6 +297,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     redirect = logging_redirect_tqdm()
     redirect.__enter__()
     last, pending, evaluation = {}, None, {}
+    epoch_counts = data_stats.as_dict()
     t_images, t_start = 0, time.perf_counter()
 
     def check(pending):
@@ -314,7 +320,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                 phase = phase_of(epoch)
                 log.info("epoch %d: no-aug phase (mosaic/mixup off, L1 on)", epoch)
                 close_iterator(iterator)  # saves read its state synchronously, so none needs it
-                iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step)
+                iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step,
+                                                stats=data_stats)
             host_batch = next(iterator)
             if r.log_batch_digests:
                 _log_digest(run_dir, step, host_batch)
@@ -341,6 +348,10 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
             is_last = step + 1 == end_step
             if done_epoch or is_last:
                 epoch_done = (step + 1) // plan.steps_per_epoch
+                problems = data_stats.summary(since=epoch_counts)
+                if problems:
+                    log.warning("epoch %d data: %s", epoch_done + (not done_epoch), problems)
+                epoch_counts = data_stats.as_dict()
                 want_eval = val_source is not None and (
                     is_last or epoch_done % cfg.eval.interval == 0
                     or phase_of(epoch) == "no_aug")
@@ -361,6 +372,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                     checkpointer.save(step + 1, state, iterator, cfg_dict, meta, force=is_last)
         if pending is not None:
             last = check(pending)
+        problems = data_stats.summary()
+        if problems:
+            log.warning("data over the run: %s", problems)
     finally:
         redirect.__exit__(None, None, None)
         bar.close()
