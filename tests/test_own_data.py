@@ -111,15 +111,19 @@ def test_unusable_folders_are_user_errors(tmp_path):
 
 @pytest.mark.slow
 def test_train_on_a_coco_folder_from_the_command_line(tmp_path, capsys):
+    """--data trains on a COCO-format folder; --minutes times the step and fits the epochs to
+    the budget (recorded in the run's config, so that a resumed run keeps them)."""
     root = write_coco_folder(tmp_path / "shapes")
-    rc = main(["train", "--data", str(root), "model.width=0.125", "data.input_size=(64,64)",
-               "data.test_size=(64,64)", "data.batch_size=4", "train.max_epoch=1",
-               "train.warmup_epochs=0", "train.no_aug_epochs=0", f"run.output_dir={tmp_path}",
-               "run.tensorboard=false", "eval.batch_size=4"])
+    rc = main(["train", "--data", str(root), "--minutes", "0.1", "model.width=0.125",
+               "data.input_size=(64,64)", "data.test_size=(64,64)", "data.batch_size=4",
+               f"run.output_dir={tmp_path}", "run.tensorboard=false", "eval.batch_size=4"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["step"] == 3                     # 12 images / batch 4, one epoch
-    assert np.isfinite(summary["train"]["total_loss"]) and "AP50" in summary["eval"]
-    assert summary["run_dir"].endswith("shapes-yolox-tiny")
     saved = json.loads((tmp_path / "shapes-yolox-tiny" / "config.json").read_text())
     assert saved["model"]["num_classes"] == 2 and saved["data"]["source"] == "coco"
+    t = saved["train"]
+    assert t["max_minutes"] == 0.1 and t["max_epoch"] >= 2
+    steps_per_epoch = t["steps_per_epoch"] or 12 // 4          # 12 images, batch 4
+    assert summary["step"] == t["max_epoch"] * steps_per_epoch
+    assert np.isfinite(summary["train"]["total_loss"]) and "AP50" in summary["eval"]
+    assert summary["run_dir"].endswith("shapes-yolox-tiny")

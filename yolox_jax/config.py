@@ -99,6 +99,10 @@ class TrainConfig:
     precompile_in_child: bool = True
     # Limit epoch length (0 = len(dataset) // batch) -- handy for smoke runs.
     steps_per_epoch: int = 0
+    # A wall-clock budget in minutes (0 = none): the run times its step and sets max_epoch,
+    # warmup_epochs, no_aug_epochs (and steps_per_epoch when needed) to fit (yolox-jax train
+    # --minutes N; see yolox_jax.train.loop.fit_schedule).
+    max_minutes: float = 0.0
     seed: int = 0
     print_interval: int = 10
     # loss options (see yolox_jax.losses)

@@ -332,3 +332,28 @@ def test_truncated_jpeg_is_corrupt_and_contributes_no_boxes(tmp_path, caplog):
     assert not cut["image_ok"] and cut["boxes_xyxy"].shape == (0, 4) and (cut["image"] == 114).all()
     assert src.stats["unreadable_image"] == 1
     assert any("cut.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_data_problems_are_totalled_with_example_files_and_the_limit(tmp_path):
+    """What the training loop logs every epoch and at the end: totals since a mark, the files
+    behind them, and the max_labels limit that truncated labels."""
+    from yolox_jax.data import PipelineStats, train_loader
+
+    ann_file, img_dir = _messy_coco(tmp_path)
+    src = CocoSource(str(ann_file), str(img_dir))
+    stats = PipelineStats("train data", src, max_labels=1)
+    loader = train_loader(src, input_size=(64, 64), batch_size=4, seed=0, num_epochs=2,
+                          max_labels=1, mosaic_prob=0.0, enable_mixup=False, stats=stats)
+    assert loader.stats is not None
+    it = iter(loader)
+    next(it)
+    first = stats.as_dict()
+    # One epoch = each of the 4 images once: missing.png and corrupt.jpg are served blank, and
+    # good.png (2 boxes) is cut to max_labels=1.
+    assert first["bad_images"] == 2 and first["truncated_images"] == 1
+    line = stats.summary()
+    assert "2 unreadable or missing images" in line and "missing.png" in line and "corrupt.jpg" in line
+    assert "max_labels=1" in line and "1 smallest boxes left out" in line and "good.png" in line
+    next(it)
+    assert stats.summary(since=first).startswith("4 images:")
+    assert stats.summary(since=stats.as_dict()) is None

@@ -49,15 +49,19 @@ def test_decay_mask_selects_kernels_only():
                     "pred": {"kernel": True, "bias": False}}
 
 
-def test_optimizer_equals_torch_sgd_nesterov_with_param_groups():
+@pytest.mark.parametrize("runtime_lr", [False, True])
+def test_optimizer_equals_torch_sgd_nesterov_with_param_groups(runtime_lr):
     """NumPy transcription of torch.optim.SGD(momentum=0.9, nesterov=True, dampening=0) with
-    weight decay 5e-4 on kernels only, run for a few steps with a changing lr."""
+    weight decay 5e-4 on kernels only, run for a few steps with a changing lr; the schedule
+    inside the optimizer, or the run-time lr the trainer passes (make_optimizer() gives the
+    direction, train_step scales it by -lr)."""
     rng = np.random.default_rng(0)
     params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4)).astype(np.float32)},
               "bn": {"scale": rng.normal(size=(4,)).astype(np.float32),
                      "bias": rng.normal(size=(4,)).astype(np.float32)}}
     lrs = [0.0, 0.01, 0.02, 0.015, 0.005]
-    tx = make_optimizer(lambda step: jnp.asarray(lrs)[step], momentum=0.9, weight_decay=5e-4)
+    tx = make_optimizer(None if runtime_lr else (lambda step: jnp.asarray(lrs)[step]),
+                        momentum=0.9, weight_decay=5e-4)
     state = tx.init(params)
     p_jax = jax.tree_util.tree_map(jnp.asarray, params)
     p_np = jax.tree_util.tree_map(np.array, params)
@@ -65,6 +69,8 @@ def test_optimizer_equals_torch_sgd_nesterov_with_param_groups():
     for step, lr in enumerate(lrs):
         grads = jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
         upd, state = tx.update(jax.tree_util.tree_map(jnp.asarray, grads), state, p_jax)
+        if runtime_lr:
+            upd = jax.tree_util.tree_map(lambda u: -np.float32(lr) * u, upd)
         p_jax = jax.tree_util.tree_map(lambda p, u: p + u, p_jax, upd)
         for path in (("conv", "kernel"), ("bn", "scale"), ("bn", "bias")):
             g = grads[path[0]][path[1]].copy()
@@ -76,3 +82,30 @@ def test_optimizer_equals_torch_sgd_nesterov_with_param_groups():
             p -= lr * (g + 0.9 * b)
     for a, b in zip(jax.tree_util.tree_leaves(p_jax), jax.tree_util.tree_leaves(p_np)):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7)
+
+
+def test_host_schedule_equals_traced_schedule():
+    """The trainer evaluates the schedule on the host (xp=numpy) and passes the lr in."""
+    kw = dict(warmup_epochs=2, no_aug_epochs=3)
+    traced = yolox_warm_cos_lr(0.02, 10, 20, **kw)
+    host = yolox_warm_cos_lr(0.02, 10, 20, xp=np, **kw)
+    for t in range(0, 200, 3):
+        assert float(host(t)) == pytest.approx(float(traced(t)), rel=1e-6, abs=1e-10)
+        assert np.asarray(host(t)).dtype == np.float32
+
+
+@pytest.mark.parametrize("seconds, per_epoch, expect", [
+    (0.1, 64, dict(max_epoch=7, warmup_epochs=1, no_aug_epochs=1, steps_per_epoch=0)),   # 510 steps
+    (0.01, 64, dict(max_epoch=79, warmup_epochs=1, no_aug_epochs=4, steps_per_epoch=0)),
+    (1.0, 1849, dict(max_epoch=2, warmup_epochs=1, no_aug_epochs=0, steps_per_epoch=25)),
+])
+def test_fit_schedule_fills_the_budget(seconds, per_epoch, expect):
+    """train.max_minutes=1: 85 % of 60 s in steps, whole epochs, official proportions."""
+    from yolox_jax.config import Config
+    from yolox_jax.train.loop import Plan, fit_schedule
+
+    cfg = Config()
+    cfg.train.max_minutes = 1.0
+    plan = Plan(global_batch=16, steps_per_epoch=per_epoch, total_steps=per_epoch * 300,
+                no_aug_start_epoch=284, base_lr=0.01)
+    assert fit_schedule(cfg, plan, seconds) == expect

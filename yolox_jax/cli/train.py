@@ -2,7 +2,7 @@
 
     yolox-jax train                                   # synthetic shapes, minutes on a CPU
     yolox-jax train --data datasets/my_coco           # your COCO-format or VOC folder
-    yolox-jax train --data datasets/my_coco train.max_epoch=50
+    yolox-jax train --data datasets/my_coco --minutes 30
     yolox-jax train -n yolox-s data.batch_size=128
     yolox-jax train -n yolox-s --resume
 """
@@ -17,6 +17,9 @@ HELP = "train (default: the synthetic-shapes demo on CPU)"
 
 def add_arguments(p):
     common.add_config_arguments(p)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="fit the schedule (epochs, warm-up, no-aug phase) to about this many "
+                        "minutes of training (train.max_minutes)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.add_argument("-c", "--ckpt", help="initialise from an official .pth or one of our runs")
     p.add_argument("--devices", type=int, default=0,
@@ -29,8 +32,14 @@ def run(args) -> int:
     if args.devices:
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                    + f" --xla_force_host_platform_device_count={args.devices}")
+    from yolox_jax.errors import UserError
+
     common.tune()
     cfg = common.load(args)
+    if args.minutes is not None:
+        if args.minutes <= 0:
+            raise UserError(f"must be positive, got {args.minutes}", "--minutes")
+        cfg.train.max_minutes = args.minutes
     if args.resume:
         cfg.run.resume = True
     if args.ckpt:

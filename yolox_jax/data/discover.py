@@ -190,7 +190,7 @@ def fitted_defaults(ds: Dataset, *, on_cpu: bool, model_given: bool) -> dict[str
         "train.max_epoch": epochs,
         "train.warmup_epochs": max(1, round(epochs * 5 / 300)),
         "train.no_aug_epochs": max(1, round(epochs * 15 / 300)),
-        "eval.interval": max(1, round(epochs * 10 / 300)),
+        "eval.interval": max(1, round(epochs * 10 / 300), -(-epochs // 10)),
         "eval.batch_size": batch,
     }
     if not model_given:

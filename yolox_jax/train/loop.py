@@ -241,11 +241,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     plan = make_plan(cfg, len(train_source))
     local_batch = per_process_batch(plan.global_batch, mesh)
     model = model_from_config(cfg)
-    lr_fn = yolox_warm_cos_lr(plan.base_lr, plan.steps_per_epoch, cfg.train.max_epoch,
-                              warmup_epochs=cfg.train.warmup_epochs,
-                              no_aug_epochs=cfg.train.no_aug_epochs,
-                              min_lr_ratio=cfg.train.min_lr_ratio, warmup_lr=cfg.train.warmup_lr)
-    tx = make_optimizer(lr_fn, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    # The learning rate is a run-time input of the step (computed here on the host), so the
+    # compiled program does not depend on the schedule.
+    tx = make_optimizer(momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(
         initial_variables(cfg, model, mesh))
 
@@ -271,16 +269,33 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                                             stats=data_stats)
 
     step_fn = jit_train_step(
-        bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=cfg.train.ema,
+        bind_train_step(model=model, tx=tx, ema=cfg.train.ema,
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
                         loss_kwargs=dict(iou_loss_type=cfg.train.iou_loss_type,
                                          obj_target=cfg.train.obj_target,
                                          assign_kwargs=dict(center_radius=cfg.train.center_radius))),
-        mesh)
-    end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
+        mesh, runtime_lr=True)
     if compile_only:
+        end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
         return compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh,
                                 range(start_step, end_step))
+    if cfg.train.max_minutes > 0:
+        if start_step:
+            recorded = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()))
+            fit_keys = {k: getattr(recorded.train, k) for k in _FITTED_KEYS}
+        else:
+            seconds = time_steps(cfg, train_source, local_batch, state, step_fn, mesh)
+            fit_keys = fit_schedule(cfg, plan, seconds)
+        for key, value in fit_keys.items():
+            setattr(cfg.train, key, value)
+        cfg.eval.interval = eval_interval(cfg.train.max_epoch)
+        plan = make_plan(cfg, len(train_source))
+    lr_fn = yolox_warm_cos_lr(plan.base_lr, plan.steps_per_epoch, cfg.train.max_epoch,
+                              warmup_epochs=cfg.train.warmup_epochs,
+                              no_aug_epochs=cfg.train.no_aug_epochs,
+                              min_lr_ratio=cfg.train.min_lr_ratio, warmup_lr=cfg.train.warmup_lr,
+                              xp=np)
+    end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
     metric_log = MetricLog(run_dir, r.tensorboard, start_step)
     cfg_dict = config_lib.to_dict(cfg)
     if jax.process_index() == 0:
@@ -327,7 +342,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                 _log_digest(run_dir, step, host_batch)
             batch = shard_batch(host_batch, mesh)
             size = multiscale_size(cfg, step)
-            state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"))
+            state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"),
+                                     np.float32(lr_fn(step)))
             if pending is not None:
                 last = check(pending)
             pending = (step, metrics, host_batch)
@@ -395,11 +411,64 @@ def compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh, ste
     close_iterator(iterator)
     sizes = sorted({multiscale_size(cfg, s) for s in steps})
     for size in sizes:
-        step_fn.lower(state, batch, size, np.bool_(False)).compile()
+        step_fn.lower(state, batch, size, np.bool_(False), np.float32(0)).compile()
     if val_source is not None:
         compile_evaluation(model, eval_variables(state, use_ema=cfg.train.ema), val_source,
                            **_eval_kwargs(cfg))
     return {"compiled_sizes": [list(s) for s in sizes]}
+
+
+# What ``train.max_minutes`` decides (and a resumed run reads back from its config.json).
+_FITTED_KEYS = ("max_epoch", "warmup_epochs", "no_aug_epochs", "steps_per_epoch")
+
+
+def eval_interval(epochs: int) -> int:
+    """Evaluate every 10 of 300 epochs as the official recipe, and at most ~10 times a run
+    (plus every epoch of the no-aug phase)."""
+    return max(1, round(epochs * 10 / 300), -(-epochs // 10))
+
+
+def time_steps(cfg, source, local_batch, state, step_fn, mesh, steps: int = 8) -> float:
+    """Seconds per training step, data included: ``steps`` steps on a copy of ``state`` and a
+    throwaway data iterator, after one untimed step (compiling or loading the program). The
+    same value on every process (process 0's)."""
+    iterator = inputs.train_iterator(cfg, source, "aug", local_batch)
+    scratch = jax.tree_util.tree_map(jnp.copy, state)
+    size = tuple(cfg.data.input_size)
+    try:
+        scratch, metrics = step_fn(scratch, shard_batch(next(iterator), mesh), size,
+                                   np.bool_(False), np.float32(0))
+        jax.block_until_ready(metrics)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            scratch, metrics = step_fn(scratch, shard_batch(next(iterator), mesh), size,
+                                       np.bool_(False), np.float32(0))
+        jax.block_until_ready(metrics)
+        seconds = (time.perf_counter() - t0) / steps
+    finally:
+        close_iterator(iterator)
+    return agree_across_processes([seconds])[0]
+
+
+def fit_schedule(cfg, plan: Plan, step_seconds: float) -> dict:
+    """``train.*`` values that fit the run into ``train.max_minutes``: 85 % of the budget for
+    steps (the rest for evaluation and checkpoints), whole epochs (at least 2; shorter epochs
+    through ``steps_per_epoch`` when the data allows fewer than 2), warm-up and no-aug phase in
+    the official 300-epoch proportions (5 and 15 epochs), at least one epoch each."""
+    steps = max(int(0.85 * cfg.train.max_minutes * 60 / max(step_seconds, 1e-6)), 2)
+    per_epoch = plan.steps_per_epoch
+    epochs = steps // per_epoch
+    if epochs < 2:
+        epochs, per_epoch = 2, max(steps // 2, 1)
+    out = {"max_epoch": int(epochs),
+           "warmup_epochs": max(1, round(epochs * 5 / 300)),
+           "no_aug_epochs": max(1, round(epochs * 15 / 300)) if epochs > 2 else 0,
+           "steps_per_epoch": int(per_epoch) if per_epoch != plan.steps_per_epoch else
+           cfg.train.steps_per_epoch}
+    log.info("train.max_minutes=%g: %.3f s a step (data included) -> %d epochs of %d steps "
+             "(%d steps), warm-up %d, no-aug %d", cfg.train.max_minutes, step_seconds, epochs,
+             per_epoch, epochs * per_epoch, out["warmup_epochs"], out["no_aug_epochs"])
+    return out
 
 
 def close_iterator(iterator) -> None:

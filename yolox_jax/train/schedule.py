@@ -5,13 +5,15 @@ import jax.numpy as jnp
 
 
 def yolox_warm_cos_lr(lr: float, iters_per_epoch: int, total_epochs: int, *, warmup_epochs: float = 5,
-                      no_aug_epochs: float = 15, min_lr_ratio: float = 0.05, warmup_lr: float = 0.0):
+                      no_aug_epochs: float = 15, min_lr_ratio: float = 0.05, warmup_lr: float = 0.0,
+                      xp=jnp):
     """The official ``yoloxwarmcos`` schedule as a function of the step t (0-based).
 
     W = warmup_epochs·E, N = no_aug_epochs·E, T = total_epochs·E, min_lr = ratio·lr:
     t <= W: (lr - warmup_lr)·(t/W)² + warmup_lr; t >= T - N: min_lr;
     else min_lr + ½(lr - min_lr)(1 + cos(π (t - W)/(T - W - N))).
     Step t of the official trainer runs with f(t) (its optimizer starts at lr 0 = f(0)).
+    ``xp=numpy`` evaluates it on the host in float32 (the trainer's run-time learning rate).
     """
     warmup = float(warmup_epochs * iters_per_epoch)
     no_aug = float(no_aug_epochs * iters_per_epoch)
@@ -19,12 +21,13 @@ def yolox_warm_cos_lr(lr: float, iters_per_epoch: int, total_epochs: int, *, war
     min_lr = lr * min_lr_ratio
 
     def schedule(step):
-        t = jnp.asarray(step, jnp.float32)
-        warm = (lr - warmup_lr) * jnp.square(t / jnp.maximum(warmup, 1.0)) + warmup_lr
-        span = jnp.maximum(total - warmup - no_aug, 1.0)
-        cos = min_lr + 0.5 * (lr - min_lr) * (1.0 + jnp.cos(jnp.pi * (t - warmup) / span))
-        out = jnp.where(t >= total - no_aug, min_lr, cos)
-        return jnp.where(t <= warmup, warm, out)
+        f32 = xp.float32
+        t = xp.asarray(step, f32)
+        warm = f32(lr - warmup_lr) * xp.square(t / f32(max(warmup, 1.0))) + f32(warmup_lr)
+        span = f32(max(total - warmup - no_aug, 1.0))
+        cos = f32(min_lr) + f32(0.5 * (lr - min_lr)) * (f32(1.0) + xp.cos(f32(xp.pi) * (t - f32(warmup)) / span))
+        out = xp.where(t >= f32(total - no_aug), f32(min_lr), cos)
+        return xp.where(t <= f32(warmup), warm, out)
 
     return schedule
 

@@ -86,16 +86,18 @@ def per_process_batch(global_batch: int, mesh: Mesh) -> int:
     return global_batch // jax.process_count()
 
 
-def jit_train_step(step_fn, mesh: Mesh, state_sharding=None):
-    """Jit ``step_fn(state, batch, size, use_l1)`` with explicit shardings and donated state.
+def jit_train_step(step_fn, mesh: Mesh, state_sharding=None, runtime_lr: bool = False):
+    """Jit ``step_fn(state, batch, size, use_l1)`` (``runtime_lr``: ``(state, batch, size,
+    use_l1, lr)``) with explicit shardings and donated state.
 
     ``size`` is static (one compilation per multiscale size); ``use_l1`` is a traced bool, so both
-    training phases share one compilation.
+    training phases share one compilation; so is ``lr``, so no schedule is compiled in.
     """
     state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
+    scalars = (replicated(mesh),) * (2 if runtime_lr else 1)
     return jax.jit(
         step_fn,
-        in_shardings=(state_sharding, batch_sharded(mesh), replicated(mesh)),  # static size excluded
+        in_shardings=(state_sharding, batch_sharded(mesh), *scalars),  # static size excluded
         out_shardings=(state_sharding, replicated(mesh)),
         static_argnums=(2,),
         donate_argnums=(0,),

@@ -33,14 +33,21 @@ def decay_mask(params):
         lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
-def make_optimizer(lr_fn: Callable, *, momentum: float = 0.9, weight_decay: float = 5e-4):
+def make_optimizer(lr_fn: Callable | None = None, *, momentum: float = 0.9,
+                   weight_decay: float = 5e-4):
     """SGD, Nesterov momentum, coupled L2 on kernels only, per-step lr: equal to the official
-    ``torch.optim.SGD(nesterov=True)`` with its three parameter groups."""
-    return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask),
-        optax.trace(decay=momentum, nesterov=True),
-        optax.scale_by_learning_rate(lr_fn),
-    )
+    ``torch.optim.SGD(nesterov=True)`` with its three parameter groups.
+
+    ``lr_fn(step)``: the schedule, traced into the step program. ``None``: the optimizer stops
+    at the update direction and the train step scales it by a learning rate passed in at run
+    time (``train_step(..., lr=...)``), so the compiled program does not depend on the schedule
+    (the trainer's way: a changed schedule or ``--minutes`` reuses compiled programs).
+    """
+    direction = [optax.add_decayed_weights(weight_decay, mask=decay_mask),
+                 optax.trace(decay=momentum, nesterov=True)]
+    if lr_fn is None:
+        return optax.chain(*direction)
+    return optax.chain(*direction, optax.scale_by_learning_rate(lr_fn))
 
 
 def create_train_state(variables, tx) -> TrainState:
