@@ -16,7 +16,7 @@ from yolox_jax.train.checkpoint import Checkpointer
 SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=48",
          "data.synthetic_val_images=0", "data.synthetic_image_size=(96,128)",
          "data.input_size=(96,128)", "data.test_size=(96,128)", "data.batch_size=4",
-         "data.max_labels=16", "train.max_epoch=4", "train.warmup_epochs=1", "train.no_aug_epochs=1",
+         "data.max_labels=16", "train.max_epoch=5", "train.warmup_epochs=1", "train.no_aug_epochs=2",
          "train.steps_per_epoch=3", "run.tensorboard=false", "run.log_batch_digests=true",
          "train.print_interval=1"]
 
@@ -51,13 +51,15 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
                               text=True, timeout=1500)
     assert straight.returncode == 0, straight.stderr[-4000:]
 
-    # Second run: kill -9 as soon as the epoch-2 checkpoint (step 6) is committed.
+    # Second run: kill -9 as soon as the epoch-3 checkpoint (step 9) is committed: inside the
+    # no-aug phase (epochs 2-4: the official trainer starts it one epoch early), whose
+    # iterator started at step 6.
     proc = subprocess.Popen(_cmd(tmp_path, "killed"), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 1500
     while time.time() < deadline and proc.poll() is None:
-        if (ckpt / "6" / "commit_success.txt").exists() or (ckpt / "6" / "_CHECKPOINT_METADATA").exists():
+        if (ckpt / "9" / "commit_success.txt").exists() or (ckpt / "9" / "_CHECKPOINT_METADATA").exists():
             break
         time.sleep(0.2)
     killed = proc.poll() is None
@@ -65,7 +67,7 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
         proc.send_signal(signal.SIGKILL)
     proc.wait()
     step_at_kill, _ = _state(tmp_path / "killed")
-    assert step_at_kill is not None and step_at_kill < 12
+    assert step_at_kill is not None and 9 <= step_at_kill < 15
 
     resumed = subprocess.run(_cmd(tmp_path, "killed", "--resume"), env=_env(),
                              capture_output=True, text=True, timeout=1500)
@@ -74,17 +76,17 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
 
     step_a, state_a = _state(tmp_path / "straight")
     step_b, state_b = _state(tmp_path / "killed")
-    assert step_a == step_b == 12
+    assert step_a == step_b == 15
     for name in ("params", "batch_stats", "ema_params", "ema_batch_stats", "opt_state"):
         for x, y in zip(jax.tree_util.tree_leaves(state_a[name]), jax.tree_util.tree_leaves(state_b[name])):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7, err_msg=name)
     # The same batches, in the same order, were seen.
     assert _digests(tmp_path / "straight") == _digests(tmp_path / "killed")
-    assert sorted(_digests(tmp_path / "straight")) == list(range(12))
+    assert sorted(_digests(tmp_path / "straight")) == list(range(15))
     # metrics.jsonl keeps one record: each step once, in order, as in the straight run (lines
     # the killed run wrote after its checkpoint are replaced by the resumed run's).
     def logged_steps(run_dir):
         rows = [json.loads(l) for l in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
         return [r["step"] for r in rows if "train/total_loss" in r]
 
-    assert logged_steps(tmp_path / "killed") == logged_steps(tmp_path / "straight") == list(range(1, 13))
+    assert logged_steps(tmp_path / "killed") == logged_steps(tmp_path / "straight") == list(range(1, 16))

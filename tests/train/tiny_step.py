@@ -9,9 +9,9 @@ from yolox_jax.train.step import bind_train_step
 
 
 def tiny_problem():
-    """(model, batch, tx, step_fn): a 3-class yolox-nano at width 0.125, a fixed batch of 8
+    """(model, batch, tx, step_fn): a 3-class yolox-tiny at width 0.125, a fixed batch of 8
     images 64x96 with 1-4 boxes each (labels padded to 6), SGD on the official schedule."""
-    model = build_model("yolox-nano", num_classes=3, width=0.125)
+    model = build_model("yolox-tiny", num_classes=3, width=0.125)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(8, 64, 96, 3)).astype(np.uint8)
     labels = np.zeros((8, 6, 5), np.float32)

@@ -256,10 +256,13 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     if r.resume and checkpointer.latest_step() is not None:
         meta = checkpointer.read_meta()
         phase = meta["phase"]
-        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch,
-                                            stats=data_stats)
-        restored = checkpointer.restore(abstract_like(state, replicated(mesh)), iterator)
+        restored = checkpointer.restore(abstract_like(state, replicated(mesh)))
         state, start_step = restored["state"], int(restored["meta"]["step"])
+        # Batch i of the stream depends only on (config, i) and step s trains on batch s, in
+        # either phase: the data restarts from the step count alone (whatever phase, worker
+        # count or position in a phase's iterator the checkpoint was written at).
+        iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, start_step,
+                                         stats=data_stats)
         best_ap = float(meta.get("best_ap", best_ap))
         log.info("resumed from step %d (epoch %d, phase %s)", start_step,
                  start_step // plan.steps_per_epoch, phase)
