@@ -297,7 +297,7 @@ def synthetic_config() -> Config:
     cfg.data.enable_mixup = False
     cfg.data.mosaic_scale = (0.5, 1.5)
     cfg.data.multiscale_range = 0
-    cfg.train.max_epoch = 10
+    cfg.train.max_epoch = 12
     cfg.train.warmup_epochs = 1
     cfg.train.no_aug_epochs = 2
     # A small batch on CPU: a higher per-image lr than the official 0.01/64 converges in minutes.
