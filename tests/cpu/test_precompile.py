@@ -109,3 +109,20 @@ def test_child_compiles_and_the_loop_loads(tmp_path):
     assert got["after_run"] == got["after_child"]
     # A second run of the same config skips the child.
     assert got["again"] is False
+
+
+def test_a_failing_child_is_one_warning_line_not_a_second_traceback(tmp_path, monkeypatch, caplog):
+    """The run meets the same error and reports it itself: the child's traceback is kept for
+    --debug-level logging only, so the user sees one traceback (or one line), not two."""
+    import logging
+
+    class Done:
+        returncode, stdout = 1, "Traceback (most recent call last):\n  ...\nValueError: boom\n"
+
+    monkeypatch.setattr(precompile, "cache_dir", lambda: str(tmp_path / "cache"))
+    monkeypatch.setattr(precompile.subprocess, "run", lambda *a, **k: Done())
+    with caplog.at_level(logging.INFO, logger=precompile.log.name):
+        assert precompile.precompile_in_child(_cfg(tmp_path / "run")) is False
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("compile child stopped (exit 1)" in m for m in shown)
+    assert not any("Traceback" in m or "boom" in m for m in shown)
