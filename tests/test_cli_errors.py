@@ -96,3 +96,19 @@ def test_a_run_folder_supplies_its_own_config(tmp_path):
     assert (got.model.name, got.model.num_classes, got.data.test_size, got.eval.batch_size) == \
         ("yolox-nano", 7, (96, 96), 3)
     assert recorded_config(str(tmp_path / "model.pth")) is None
+
+
+def test_no_notice_about_platforms_the_machine_lacks():
+    """JAX logs "Unable to initialize backend 'tpu'" (INFO) when it probes platforms; the
+    command line shows its own INFO lines but not that notice. The command below starts the
+    backend (choosing the convolution for it) before the class count stops it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    proc = subprocess.run([sys.executable, "-m", "yolox_jax.cli", "train", "model.num_classes=5"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "yolox-jax: " in proc.stderr and "(model.num_classes)" in proc.stderr
+    assert "Unable to initialize backend" not in proc.stderr
