@@ -28,7 +28,7 @@ def wheel_install(tmp_path_factory):
         shutil.copy(ROOT / name, src / name)
     for name in ("yolox_jax", "configs"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "-q", "-w", str(tmp / "dist"), str(src)], check=True, capture_output=True)
     (wheel,) = (tmp / "dist").glob("yolox_jax-*.whl")
     with zipfile.ZipFile(wheel) as z:
