@@ -104,23 +104,27 @@ def test_iterator_state_through_orbax(source, tmp_path):
     assert _equal(next(fresh), expected)
 
 
-def test_shards_deal_one_stream_equal_lengths():
-    src = SyntheticShapes(11, image_size=(32, 32), seed=0)
-    lookup = {src[i]["image"].tobytes(): i for i in range(11)}
-    kw = dict(input_size=(32, 32), batch_size=3, seed=0, mosaic_prob=0.0, enable_mixup=False, flip_prob=0.0,
-              hsv_prob=0.0, shard_count=3)
-    per_shard = []
-    for s in range(3):
-        ds = train_dataset(src, shard_index=s, num_epochs=3, **kw)
-        assert len(ds) == 3  # 33 positions, 11 per host, 3 full batches each
-        per_shard.append([lookup[img.tobytes()] for k in range(3) for img in ds[k]["images"]])
-    # Positions s, s + 3, ... of one stream: the first epoch (positions 0..10) is a permutation of
-    # all 11 images, and no image is left out by the sharding.
-    stream = [per_shard[p % 3][p // 3] for p in range(27)]
-    assert sorted(stream[:11]) == list(range(11))
-    # An infinite stream gives each host the same positions as the finite one.
-    inf = train_dataset(src, shard_index=1, **kw)
-    assert [lookup[img.tobytes()] for k in range(3) for img in inf[k]["images"]] == per_shard[1]
+def test_global_batches_do_not_depend_on_the_number_of_hosts():
+    """Global batch i (images, labels, every augmentation draw) is a function of (seed, i):
+    3 hosts x 2 rows, each materialising its slice, give exactly the 1-host batches of 6, with
+    Mosaic, MixUp, flip and HSV on; hosts get equal numbers of batches; the first epoch is a
+    permutation of every image."""
+    src = SyntheticShapes(13, image_size=(48, 48), seed=0)
+    kw = dict(input_size=(48, 48), seed=5, mosaic_prob=0.7, enable_mixup=True, num_epochs=2,
+              max_labels=8)
+    one = train_dataset(src, batch_size=6, **kw)
+    hosts = [train_dataset(src, batch_size=2, shard_index=s, shard_count=3, **kw) for s in range(3)]
+    assert len(one) == 26 // 6 and [len(h) for h in hosts] == [len(one)] * 3
+    for i in range(len(one)):
+        for key in ("images", "labels", "label_mask"):
+            joined = np.concatenate([h[i][key] for h in hosts])
+            np.testing.assert_array_equal(joined, one[i][key], err_msg=f"batch {i} {key}")
+    plain = dict(kw, mosaic_prob=0.0, enable_mixup=False, flip_prob=0.0, hsv_prob=0.0,
+                 num_epochs=1)
+    lookup = {src[i]["image"].tobytes(): i for i in range(13)}
+    firsts = train_dataset(src, input_size=(48, 48), batch_size=13, **{k: v for k, v in plain.items()
+                                                                       if k != "input_size"})
+    assert sorted(lookup[img.tobytes()] for img in firsts[0]["images"]) == list(range(13))
 
 
 def test_max_labels_truncation_is_counted(caplog):

@@ -1,12 +1,12 @@
 """Training and evaluation input pipelines on grain.
 
-Shape of the training pipeline (a ``grain.MapDataset`` until the last step, so batch ``i`` is a
-pure function of ``(seed, shard, i)``):
+Shape of the training pipeline (a ``grain.MapDataset`` until the last step, so global batch
+``i`` is a pure function of ``(seed, i)``, whatever the number of hosts and workers):
 
-    range(N) -> shuffle(seed), reshuffled every epoch -> repeat(num_epochs)
-             -> shard: host s takes stream positions s, s + shard_count, ... (official InfiniteSampler)
-             -> map_with_index(TrainSample): Mosaic / affine / MixUp / TrainTransform, with a
-                Generator seeded by (seed, shard_index, position in the stream)
+    range(N) -> shuffle(seed), reshuffled every epoch -> repeat(num_epochs)   (the global stream)
+             -> host s of S, local batch B: rows s*B .. s*B+B-1 of every global batch of S*B
+             -> TrainSample: Mosaic / affine / MixUp / TrainTransform, with a Generator seeded
+                by (seed, global position in the stream)
              -> batch(B) -> to_iter_dataset -> [mp_prefetch(num_workers)] -> stats collection
 
 Because every sample's randomness depends only on its position in the stream and batching
@@ -57,7 +57,6 @@ class TrainSample:
     source: Any
     input_size: tuple[int, int]
     seed: int
-    shard_index: int
     mosaic_prob: float
     mixup_prob: float
     enable_mixup: bool
@@ -90,7 +89,8 @@ class TrainSample:
         return None
 
     def __call__(self, position: int, index) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.shard_index, int(position)])
+        # 0: the one global stream (every host reads the same one).
+        rng = np.random.default_rng([self.seed, 0, int(position)])
         bad, bad_index = 0, -1
         if self.mosaic_prob > 0 and rng.random() < self.mosaic_prob:
             center = mosaic_center(rng, self.input_size)
@@ -296,9 +296,11 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     (the underscore keys are consumed by ``train_loader``'s stats).  Defaults are the official
     yolox_base ones; the no-aug phase is ``mosaic_prob=0, enable_mixup=False`` (flip and HSV
     stay on, as in the official TrainTransform).  ``shard_index/shard_count`` (e.g.
-    ``jax.process_index()/jax.process_count()``) deal one global shuffled stream round-robin to the
-    hosts (each gets 1/shard_count of it, all the same length); Mosaic/MixUp partners are drawn from
-    the whole source.
+    ``jax.process_index()/jax.process_count()``): batch i of the global stream holds stream
+    positions ``i*G .. i*G + G-1`` (``G = batch_size * shard_count``, the global batch) and host
+    s materialises rows ``s*batch_size ..`` of it; every sample's randomness is keyed by its
+    global position, so the global batches are the same for any number of hosts (and workers).
+    Mosaic/MixUp partners are drawn from the whole source.
     ``num_epochs=None`` repeats forever (batches run across epoch boundaries, like the official
     InfiniteSampler).
     """
@@ -306,27 +308,47 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     n = len(source)
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
-    per_shard = n // shard_count
-    if per_shard == 0:
-        raise ValueError(f"{n} images cannot be split into {shard_count} shards")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    # One global stream (reshuffled every epoch) dealt round-robin to the hosts, like the official
-    # InfiniteSampler: every image is used, and no image is left out for good by the sharding.
-    ds = grain.MapDataset.range(n).shuffle(seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
-    ds = ds.repeat(num_epochs)
-    if num_epochs is not None:  # equal length on every host so that they stay in lock-step
-        ds = ds[:len(ds) // shard_count * shard_count]
-    ds = ds[shard_index::shard_count]
+    global_batch = batch_size * shard_count
+    if n // global_batch == 0 and shard_count > 1:
+        raise ValueError(f"{n} images give no global batch of {global_batch}")
+    # One global stream, reshuffled every epoch: every image is used once per epoch.
+    stream = grain.MapDataset.range(n).shuffle(
+        seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+    stream = stream.repeat(num_epochs)
     sample = TrainSample(
-        source=source, input_size=(H, W), seed=int(seed), shard_index=int(shard_index),
+        source=source, input_size=(H, W), seed=int(seed),
         mosaic_prob=float(mosaic_prob), mixup_prob=float(mixup_prob), enable_mixup=bool(enable_mixup),
         degrees=float(degrees), translate=float(translate), mosaic_scale=mosaic_scale,
         mixup_scale=tuple(mixup_scale), shear=float(shear), flip_prob=float(flip_prob),
         hsv_prob=float(hsv_prob), max_labels=int(max_labels),
         annotated=_has_boxes_index(source) if (enable_mixup and mosaic_prob > 0) else None)
-    ds = ds.map_with_index(sample)
+    if shard_count == 1:
+        ds = stream.map_with_index(sample)
+    else:
+        # Equal length on every host (whole global batches) so that they stay in lock-step.
+        rows = len(stream) // global_batch * batch_size
+        ds = grain.MapDataset.range(rows).map(
+            _HostRow(stream, sample, global_batch, batch_size, int(shard_index)))
     return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+@dataclasses.dataclass
+class _HostRow:
+    """Row k of host ``host``'s stream -> the sample at global stream position
+    ``(k // batch) * global_batch + host * batch + k % batch``."""
+
+    stream: Any
+    sample: TrainSample
+    global_batch: int
+    batch: int
+    host: int
+
+    def __call__(self, k):
+        k = int(k)
+        position = (k // self.batch) * self.global_batch + self.host * self.batch + k % self.batch
+        return self.sample(position, self.stream[position])
 
 
 def train_loader(source, *, input_size=(640, 640), batch_size: int, seed: int = 0, num_workers: int = 0,
@@ -342,9 +364,9 @@ def train_loader(source, *, input_size=(640, 640), batch_size: int, seed: int = 
     """
     batches = train_dataset(source, input_size=input_size, batch_size=batch_size, seed=seed, **kwargs)
     shard_count = kwargs.get("shard_count", 1)
-    per_epoch = (len(source) // shard_count) // batch_size
-    if not kwargs.get("drop_remainder", True):
-        per_epoch = math.ceil((len(source) // shard_count) / batch_size)
+    per_epoch = len(source) // (batch_size * shard_count)
+    if not kwargs.get("drop_remainder", True) and shard_count == 1:
+        per_epoch = math.ceil(len(source) / batch_size)
     stats = stats if stats is not None else PipelineStats(
         "train_loader", source, kwargs.get("max_labels", 120))
     return Loader(batches, num_workers=num_workers, stats=stats, source=source,
