@@ -73,3 +73,85 @@ def test_read_variables_returns_ema_by_default(tmp_path):
     assert float(variables["params"]["w"][0]) == 5.5
     raw, _ = read_variables(tmp_path, use_ema=False)
     assert float(raw["params"]["w"][0]) == 5.0
+
+
+def _rich_state(v):
+    """A state with enough values that a flipped bit lands in array data."""
+    rng = np.random.default_rng(int(v))
+    return {"step": jnp.asarray(v, jnp.int32),
+            "params": {"w": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)},
+            "batch_stats": {"m": jnp.asarray(rng.normal(size=(32,)), jnp.float32)},
+            "ema_params": {"w": jnp.asarray(rng.normal(size=(64, 32)), jnp.float32)},
+            "ema_batch_stats": {"m": jnp.asarray(rng.normal(size=(32,)), jnp.float32)}}
+
+
+def _two_steps(folder):
+    ck = Checkpointer(folder, keep=3, async_save=False)
+    for step in (1, 2):
+        ck.save(step, _rich_state(step), None, {"model": {"name": "x"}},
+                {"step": step, "phase": "aug"})
+    ck.wait()
+    ck.close()
+    return sorted(p for p in (folder / "latest" / "2").rglob("*") if p.is_file())
+
+
+def _same(tree_a, tree_b):
+    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree_util.tree_leaves(tree_a), jax.tree_util.tree_leaves(tree_b)))
+
+
+def test_a_flipped_bit_in_any_file_never_restores_wrong_values(tmp_path, caplog):
+    """One bit flipped in the middle of each file of the newest step, one file at a time: the
+    restore gives the saved values of step 2, or (detected) warns naming step 2 and gives step
+    1. Flips in array data and in the JSON records are always detected."""
+    import logging
+
+    files = _two_steps(tmp_path / "clean")
+    assert files
+    detected = []
+    for k, f in enumerate(files):
+        run = tmp_path / f"run{k}"
+        shutil.copytree(tmp_path / "clean", run)
+        target = run / f.relative_to(tmp_path / "clean")
+        data = bytearray(target.read_bytes())
+        if not data:
+            continue
+        data[len(data) // 2] ^= 0x10
+        target.write_bytes(bytes(data))
+        ck = Checkpointer(run, async_save=False)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="yolox_jax.train"):
+            restored = ck.restore(abstract_like(_rich_state(0)))
+        ck.close()
+        if restored["step"] == 2:
+            assert _same(restored["state"], _rich_state(2)), f.relative_to(tmp_path / "clean")
+        else:
+            assert restored["step"] == 1 and _same(restored["state"], _rich_state(1))
+            assert any("latest/2" in r.getMessage() for r in caplog.records)
+            detected.append(str(f.relative_to(tmp_path / "clean" / "latest" / "2")))
+        # The model-only reader (eval, predict, fine-tuning) reads state and config only: it
+        # gives the values of step 2 or, when those are damaged, of step 1; never others.
+        variables, _ = read_variables(run / "latest")
+        if restored["step"] == 1 and "/state/" in str(f):
+            assert _same(variables["params"], _rich_state(1)["ema_params"])
+        else:
+            assert any(_same(variables["params"], _rich_state(s)["ema_params"]) for s in (1, 2))
+    assert any(d.startswith("state/") for d in detected), detected
+    assert any(d.startswith("meta/") for d in detected) and any(d.startswith("config/") for d in detected)
+
+
+def test_verify_reports_every_step(tmp_path, capsys):
+    from yolox_jax.cli import main
+    from yolox_jax.train.checkpoint import verify
+
+    files = _two_steps(tmp_path)
+    data_file = max((f for f in files if "/state/" in str(f)), key=lambda f: f.stat().st_size)
+    data = bytearray(data_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    data_file.write_bytes(bytes(data))
+    report = verify(tmp_path)
+    assert [(m, s) for m, s, _ in report] == [("latest", 1), ("latest", 2)]
+    assert report[0][2] == "ok" and report[1][2] != "ok"
+    assert main(["verify", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "latest/1: ok" in out and "latest/2: DAMAGED" in out

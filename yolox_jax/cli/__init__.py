@@ -20,7 +20,7 @@ import re
 import sys
 
 # Each command is a module of this package with HELP, add_arguments(parser) and run(args) -> int.
-COMMANDS = ("train", "eval", "predict", "convert", "export")
+COMMANDS = ("train", "eval", "predict", "convert", "export", "verify")
 
 _SECTIONS = ("model", "data", "train", "eval", "run")
 _OVERRIDE = re.compile(rf"^({'|'.join(_SECTIONS)})\.[A-Za-z_][A-Za-z0-9_]*=")

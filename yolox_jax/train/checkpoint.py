@@ -4,16 +4,84 @@ Two managers under ``<run dir>/checkpoints``: ``latest/`` keeps the newest N ste
 keeps the single best step by COCO AP50:95 of the EMA weights. Orbax writes each step into a
 temporary folder and renames it when complete, so a process killed in the middle of a save
 leaves the previous checkpoint as the latest usable one.
+
+Verified: every step also holds ``checksums`` (CRC32 of every state array, of the config and
+of the meta record, computed from the values being saved). Restoring checks them; a step that
+fails (a flipped bit, a truncated or unreadable file) is named in a warning and the next older
+step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports every
+step.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+log = logging.getLogger("yolox_jax.train")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint step that cannot be read or does not match its checksums."""
+
+
+def _key_name(entry) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(entry, attr):
+            return str(getattr(entry, attr))
+    return str(entry)
+
+
+def array_checksums(tree) -> dict[str, str]:
+    """``{"params/backbone/.../kernel": "<dtype><shape>:<crc32>"}`` for every array leaf of
+    ``tree`` (a TrainState or the same tree as nested dicts: the names agree). Arrays spread over
+    several processes must be replicated (the train state is)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not hasattr(leaf, "shape"):
+            continue
+        host = np.ascontiguousarray(np.asarray(leaf))
+        out["/".join(_key_name(e) for e in path)] = \
+            f"{host.dtype}{list(host.shape)}:{zlib.crc32(host.tobytes()):08x}"
+    return out
+
+
+def record_checksum(record) -> str:
+    """CRC32 of a JSON record (config, meta) in a canonical form."""
+    text = json.dumps(record, sort_keys=True, default=str)
+    return f"{zlib.crc32(text.encode()):08x}"
+
+
+def checksums_of(state, config: dict, meta: dict) -> dict:
+    return {"state": array_checksums(state), "config": record_checksum(config),
+            "meta": record_checksum(meta)}
+
+
+def check(restored: dict, expected: dict | None, where) -> None:
+    """Raise CheckpointError naming the first difference between ``restored`` (``state`` and,
+    when present, ``config`` / ``meta``) and the saved ``expected`` checksums."""
+    if expected is None:
+        raise CheckpointError(f"no checksums saved ({where})")
+    got = array_checksums(restored["state"])
+    want = expected["state"]
+    names = [k for k in want if k in got]
+    if len(names) != len(want):
+        missing = sorted(set(want) - set(got))
+        raise CheckpointError(f"{len(missing)} arrays missing, e.g. {missing[0]} ({where})")
+    bad = [k for k in names if got[k] != want[k]]
+    if bad:
+        raise CheckpointError(f"{len(bad)} arrays differ from their checksums, e.g. {bad[0]} "
+                              f"({where})")
+    for record in ("config", "meta"):
+        if record in restored and record_checksum(restored[record]) != expected[record]:
+            raise CheckpointError(f"the {record} record differs from its checksum ({where})")
 
 
 class Checkpointer:
@@ -36,7 +104,8 @@ class Checkpointer:
     @staticmethod
     def _save_args(state, data_iterator, config: dict, meta: dict):
         items = dict(state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config),
-                     meta=ocp.args.JsonSave(meta))
+                     meta=ocp.args.JsonSave(meta),
+                     checksums=ocp.args.JsonSave(checksums_of(state, config, meta)))
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         return ocp.args.Composite(**items)
@@ -75,18 +144,31 @@ class Checkpointer:
         return self.latest.latest_step()
 
     def restore(self, abstract_state, data_iterator=None, step: int | None = None, which="latest"):
-        """Restore ``{"state", "config", "meta"}`` (and the iterator in place) from a step."""
+        """Restore ``{"state", "config", "meta", "step"}`` (and the iterator in place) from the
+        newest step that reads and matches its checksums (or exactly ``step``); a step that fails
+        is named in a warning and skipped."""
         manager = self.latest if which == "latest" else self.best
-        step = manager.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise FileNotFoundError(f"no complete checkpoint under {manager.directory}")
-        items = dict(state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore(),
-                     meta=ocp.args.JsonRestore())
-        if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = manager.restore(step, args=ocp.args.Composite(**items))
-        return {"state": restored["state"], "config": restored["config"], "meta": restored["meta"],
-                "step": step}
+        failures = []
+        for s in steps:
+            where = manager.directory / str(s)
+            items = dict(state=ocp.args.StandardRestore(abstract_state),
+                         config=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore(),
+                         checksums=ocp.args.JsonRestore())
+            if data_iterator is not None:
+                items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+            try:
+                restored = dict(manager.restore(s, args=ocp.args.Composite(**items)))
+                check(restored, restored.get("checksums"), where)
+            except Exception as err:  # noqa: BLE001 - any unreadable step: say so, use an older one
+                failures.append(f"{where}: {_short(err)}")
+                log.warning("checkpoint %s is damaged (%s); trying an older one", where, _short(err))
+                continue
+            return {"state": restored["state"], "config": restored["config"],
+                    "meta": restored["meta"], "step": s}
+        raise CheckpointError("no usable checkpoint: " + "; ".join(failures))
 
     def wait(self):
         self.latest.wait_until_finished()
@@ -118,13 +200,14 @@ def _local_target(state_dir: Path):
     return jax.tree_util.tree_map(leaf, tree)
 
 
-def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step: int | None = None):
-    """Model variables ``{"params", "batch_stats"}`` from one of our run or checkpoint folders.
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
 
-    Accepts a run output folder, its ``checkpoints`` folder, a ``latest``/``best`` manager folder or
-    a step folder. Restores onto this process's first device, with shapes and dtypes from the
-    saved metadata (whatever topology saved it), so no model needs building first.
-    """
+
+def _manager_dir(checkpoint_dir, step):
+    """(manager folder, step or None) for a run folder, its ``checkpoints`` folder, a
+    ``latest``/``best`` folder or a step folder; ``best`` is preferred when it has a step."""
     path = Path(checkpoint_dir).absolute()
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
@@ -134,15 +217,81 @@ def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step
         path = path / "latest"
     if (path / "state").is_dir():  # a step folder
         step, path = int(path.name), path.parent
+    return path, step
+
+
+def _read_step(manager, path: Path, step: int):
+    """Restore one step onto this process's first device and check it; CheckpointError if the
+    step cannot be read or does not match its checksums."""
+    try:
+        target = _local_target(path / str(step) / "state")
+        items = dict(state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore())
+        has_sums = (path / str(step) / "checksums").exists()
+        if has_sums:
+            items["checksums"] = ocp.args.JsonRestore()
+        restored = dict(manager.restore(step, args=ocp.args.Composite(**items)))
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{_short(err)} ({path / str(step)})") from None
+    if has_sums:
+        check(restored, restored["checksums"], path / str(step))
+    else:
+        log.warning("checkpoint %s has no checksums (written by an older version): not verified",
+                    path / str(step))
+    return restored
+
+
+def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step: int | None = None):
+    """Model variables ``{"params", "batch_stats"}`` and the config from one of our run or
+    checkpoint folders.
+
+    Accepts a run output folder, its ``checkpoints`` folder, a ``latest``/``best`` manager folder or
+    a step folder. Restores onto this process's first device, with shapes and dtypes from the
+    saved metadata (whatever topology saved it), so no model needs building first. The newest
+    step that reads and matches its checksums is used; damaged ones are named in a warning.
+    """
+    path, step = _manager_dir(checkpoint_dir, step)
     manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no complete checkpoint under {path}")
-    target = _local_target(path / str(step) / "state")
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), config=ocp.args.JsonRestore()))
-    state = restored["state"]
-    prefix = "ema_" if use_ema else ""
-    variables = {"params": state[prefix + "params"], "batch_stats": state[prefix + "batch_stats"]}
-    manager.close()
-    return variables, restored["config"]
+    try:
+        steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint under {path}")
+        failures = []
+        for s in steps:
+            try:
+                restored = _read_step(manager, path, s)
+            except CheckpointError as err:
+                failures.append(str(err))
+                log.warning("checkpoint step %d is damaged: %s; trying an older one", s, err)
+                continue
+            state = restored["state"]
+            prefix = "ema_" if use_ema else ""
+            variables = {"params": state[prefix + "params"],
+                         "batch_stats": state[prefix + "batch_stats"]}
+            return variables, restored["config"]
+        from yolox_jax.errors import UserError
+
+        raise UserError("no usable checkpoint: " + "; ".join(failures), path)
+    finally:
+        manager.close()
+
+
+def verify(checkpoint_dir: str | os.PathLike) -> list[tuple[str, int, str]]:
+    """``[(manager, step, "ok" | what is wrong)]`` for every step under ``latest/`` and ``best/``
+    of a run or checkpoints folder (or the steps of one manager folder)."""
+    root = Path(checkpoint_dir).absolute()
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
+    folders = [root / n for n in ("latest", "best") if (root / n).is_dir()] or [root]
+    report = []
+    for folder in folders:
+        manager = ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(create=False))
+        try:
+            for s in sorted(manager.all_steps()):
+                try:
+                    _read_step(manager, folder, s)
+                    report.append((folder.name, s, "ok"))
+                except CheckpointError as err:
+                    report.append((folder.name, s, str(err)))
+        finally:
+            manager.close()
+    return report

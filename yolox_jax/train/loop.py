@@ -254,10 +254,11 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     start_step, best_ap, meta = 0, float("-inf"), {}
     phase_of = lambda epoch: "no_aug" if epoch >= plan.no_aug_start_epoch else "aug"  # noqa: E731
     if r.resume and checkpointer.latest_step() is not None:
-        meta = checkpointer.read_meta()
-        phase = meta["phase"]
+        # The newest step that reads and matches its checksums (damaged ones are skipped).
         restored = checkpointer.restore(abstract_like(state, replicated(mesh)))
-        state, start_step = restored["state"], int(restored["meta"]["step"])
+        meta = restored["meta"]
+        phase = meta["phase"]
+        state, start_step = restored["state"], int(meta["step"])
         # Batch i of the stream depends only on (config, i) and step s trains on batch s, in
         # either phase: the data restarts from the step count alone (whatever phase, worker
         # count or position in a phase's iterator the checkpoint was written at).
