@@ -58,6 +58,11 @@ STEP_WORKER = textwrap.dedent(r"""
     if mode == "single":
         (one,), _ = run(make_mesh(jax.devices()[:1]), 1)
         np.savez(out + "1.npz", *one[0], **{"metric_" + k: v for k, v in one[1].items()})
+    if mode == "multi" and p == 1:
+        # Reach the first collective long after process 0 (as a slow host's compile would):
+        # gloo alone gives up after 30 s.
+        import time
+        time.sleep(40)
     saved, moved = run(make_mesh(), 2)
     if mode == "single":
         np.savez(out + "4_first.npz", *saved[0][0],

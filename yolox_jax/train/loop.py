@@ -22,7 +22,8 @@ from yolox_jax.train import inputs
 from yolox_jax.train.checkpoint import Checkpointer, abstract_like, read_variables
 from yolox_jax.train.schedule import yolox_warm_cos_lr
 from yolox_jax.train.sharding import (jit_train_step, make_mesh, maybe_initialize_distributed,
-                                      per_process_batch, replicated, shard_batch)
+                                      per_process_batch, replicated, shard_batch,
+                                      wait_for_processes)
 from yolox_jax.train.state import create_train_state, eval_variables, load_matching, make_optimizer
 from yolox_jax.train.step import bind_train_step
 
@@ -489,6 +490,7 @@ def agree_across_processes(values: list[float]) -> list[float]:
         return list(values)
     from jax.experimental import multihost_utils
 
+    wait_for_processes("agree")  # evaluation and timing take different times on each host
     bits = np.asarray(values, np.float64).view(np.uint32)
     bits = np.asarray(multihost_utils.broadcast_one_to_all(bits)).astype(np.uint32)
     return [float(v) for v in bits.view(np.float64)]

@@ -10,6 +10,7 @@ loss is normalised by the foreground count of the global batch. With one device 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 
@@ -49,6 +50,49 @@ def maybe_initialize_distributed(mode: str = "auto", coordinator_address: str = 
     jax.distributed.initialize(**kwargs)
     log.info("jax.distributed: process %d of %d, %d local / %d global devices",
              jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+_barrier_count = itertools.count()
+
+
+def wait_for_processes(name: str, timeout_s: float = 3600.0) -> None:
+    """Block until every process has called this (in the same order), through the coordination
+    service of ``jax.distributed``, not a device collective.
+
+    CPU collectives (gloo) give up when the processes reach one more than about 30 s apart, as
+    they do when one host finishes compiling a program well before another; a barrier here first
+    makes the collective start together. A no-op with one process."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    client.wait_at_barrier(f"yolox_jax:{name}:{next(_barrier_count)}", int(timeout_s * 1000))
+
+
+class _StartTogether:
+    """A jitted step whose first call at each input signature compiles, waits for every process
+    to have compiled it (``wait_for_processes``), then runs: the processes enter the step's
+    collectives together however long each one's compilation took."""
+
+    def __init__(self, jitted, static_argnums: tuple[int, ...]):
+        self.jitted, self.static_argnums, self.ready = jitted, static_argnums, set()
+
+    def _signature(self, args) -> tuple:
+        shapes = tuple((np.shape(x), str(getattr(x, "dtype", type(x))))
+                       for x in jax.tree_util.tree_leaves(args))
+        return shapes + tuple(args[i] for i in self.static_argnums)
+
+    def __call__(self, *args):
+        key = self._signature(args)
+        if key not in self.ready:
+            self.jitted.lower(*args).compile()  # fills the cache the call below uses
+            wait_for_processes("compiled")
+            self.ready.add(key)
+        return self.jitted(*args)
+
+    def lower(self, *args):
+        return self.jitted.lower(*args)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -92,13 +136,15 @@ def jit_train_step(step_fn, mesh: Mesh, state_sharding=None, runtime_lr: bool = 
 
     ``size`` is static (one compilation per multiscale size); ``use_l1`` is a traced bool, so both
     training phases share one compilation; so is ``lr``, so no schedule is compiled in.
+    With several processes, each new program starts only once every process has compiled it.
     """
     state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
     scalars = (replicated(mesh),) * (2 if runtime_lr else 1)
-    return jax.jit(
+    jitted = jax.jit(
         step_fn,
         in_shardings=(state_sharding, batch_sharded(mesh), *scalars),  # static size excluded
         out_shardings=(state_sharding, replicated(mesh)),
         static_argnums=(2,),
         donate_argnums=(0,),
     )
+    return jitted if jax.process_count() == 1 else _StartTogether(jitted, (2,))
