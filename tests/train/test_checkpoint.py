@@ -155,3 +155,68 @@ def test_verify_reports_every_step(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "latest/1: ok" in out and "latest/2: DAMAGED" in out
+
+
+def test_no_room_for_a_checkpoint_stops_at_that_save(tmp_path, monkeypatch):
+    """Free space is checked against the checkpoint's size before each save: the save that does
+    not fit raises one CheckpointSaveError naming its step and the last complete checkpoint."""
+    import collections
+
+    from yolox_jax.train import checkpoint as ckpt_mod
+
+    usage = collections.namedtuple("usage", "total used free")
+    free = {"bytes": 1 << 30}
+    monkeypatch.setattr(ckpt_mod.shutil, "disk_usage", lambda p: usage(2 << 30, 0, free["bytes"]))
+    ck = Checkpointer(tmp_path, keep=3, async_save=False)
+    ck.check_space(_state(0))  # the start-of-run check
+    ck.save(1, _state(1), None, {}, {"step": 1})
+    free["bytes"] = 1000
+    with pytest.raises(ckpt_mod.CheckpointSaveError) as err:
+        ck.save(2, _state(2), None, {}, {"step": 2})
+    message = str(err.value)
+    assert "no room for checkpoint step 2" in message and "MiB are free" in message
+    assert str(tmp_path / "latest" / "1") in message
+    ck.close()
+    with pytest.raises(ckpt_mod.CheckpointSaveError, match="no checkpoint of this run"):
+        Checkpointer(tmp_path / "fresh", async_save=False).check_space(_state(0))
+
+
+WRITE_FAILS = r"""
+import resource, signal, sys
+import jax, jax.numpy as jnp
+from yolox_jax.train.checkpoint import Checkpointer, CheckpointSaveError
+
+# 4 MiB of random (incompressible) parameters
+state = lambda v: {"step": jnp.asarray(v), "params": {"w": jax.random.normal(jax.random.key(v), (1 << 20,))}}
+ck = Checkpointer(sys.argv[1], keep=3)
+ck.save(1, state(1), None, {}, {"step": 1})
+ck.wait()
+# From here no file may grow past 64 KiB (EFBIG, as a full disk gives ENOSPC): the background
+# write of step 2 (4 MiB of parameters) fails.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+ck.save(2, state(2), None, {}, {"step": 2})
+try:
+    ck.wait()
+except CheckpointSaveError as err:
+    print("ERROR", err)
+print("LATEST", ck.latest_step())
+"""
+
+
+def test_a_failed_background_write_is_one_error_naming_its_step(tmp_path):
+    """A write error in an asynchronous save (a real one: the file-size limit makes the
+    writer fail) surfaces as one CheckpointSaveError naming the failed step and the last complete
+    checkpoint; the failed step never becomes the latest."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WRITE_FAILS, str(tmp_path)], capture_output=True,
+                         text=True, timeout=300, env={**__import__("os").environ,
+                                                      "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    error = [line for line in out.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(error) == 1, out.stdout + out.stderr[-3000:]
+    assert "checkpoint step 2 could not be written" in error[0]
+    assert f"the last complete checkpoint is {tmp_path / 'latest' / '1'}" in error[0]
+    assert "LATEST 1" in out.stdout

@@ -82,7 +82,7 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7, err_msg=name)
     # The same batches, in the same order, were seen.
     assert _digests(tmp_path / "straight") == _digests(tmp_path / "killed")
-    assert sorted(_digests(tmp_path / "straight")) == list(range(15))
+    assert sorted(_digests(tmp_path / "straight")) == list(range(1, 16))
     # metrics.jsonl keeps one record: each step once, in order, as in the straight run (lines
     # the killed run wrote after its checkpoint are replaced by the resumed run's).
     def logged_steps(run_dir):
@@ -90,3 +90,35 @@ def test_kill_and_resume_equals_straight_run(tmp_path):
         return [r["step"] for r in rows if "train/total_loss" in r]
 
     assert logged_steps(tmp_path / "killed") == logged_steps(tmp_path / "straight") == list(range(1, 16))
+
+
+@pytest.mark.slow
+def test_a_failed_save_stops_the_run_at_that_save(tmp_path):
+    """A checkpoint write that fails (a real write error: from the first committed checkpoint
+    on, no file of the process may grow past 64 KiB, as a full disk refuses more bytes) stops
+    the run at that save with one line naming the step and the last complete checkpoint, and
+    no traceback."""
+    import resource
+
+    proc = subprocess.Popen(_cmd(tmp_path, "disk"), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGXFSZ, signal.SIG_IGN))
+    first = tmp_path / "disk" / "checkpoints" / "latest" / "3"
+    deadline = time.time() + 1500
+    while time.time() < deadline and proc.poll() is None and not (
+            (first / "commit_success.txt").exists() or (first / "_CHECKPOINT_METADATA").exists()):
+        time.sleep(0.05)
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
+    out, err = proc.communicate(timeout=1500)
+    assert proc.returncode == 2, err[-4000:]
+    lines = [line for line in err.splitlines() if line.startswith("yolox-jax:")]
+    assert len(lines) == 1, err[-4000:]
+    assert "Traceback" not in err, err[-3000:]
+    failed = int(lines[0].split("checkpoint step ")[1].split()[0])
+    assert failed in (6, 9, 12, 15) and "could not be written" in lines[0]
+    last, _ = _state(tmp_path / "disk")
+    assert last == failed - 3
+    assert f"the last complete checkpoint is {tmp_path / 'disk' / 'checkpoints' / 'latest' / str(last)}" in lines[0]
+    # The run stopped at the failed save, not one checkpoint interval later.
+    steps = sorted(_digests(tmp_path / "disk"))
+    assert steps[-1] < failed + 3, (steps, failed)

@@ -20,7 +20,7 @@ import re
 import sys
 
 # Each command is a module of this package with HELP, add_arguments(parser) and run(args) -> int.
-COMMANDS = ("train", "eval", "predict", "convert", "export", "verify")
+COMMANDS = ("train", "eval", "predict", "convert", "export", "verify", "assign-vis", "study-assign")
 
 _SECTIONS = ("model", "data", "train", "eval", "run")
 _OVERRIDE = re.compile(rf"^({'|'.join(_SECTIONS)})\.[A-Za-z_][A-Za-z0-9_]*=")
@@ -36,7 +36,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _command(name: str):
-    return importlib.import_module(f"yolox_jax.cli.{name}")
+    return importlib.import_module(f"yolox_jax.cli.{name.replace('-', '_')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_logging():
+def _orbax_traceback(record: logging.LogRecord) -> bool:
+    """False for Orbax's own error reports with a traceback (a failed write is logged by every
+    thread it passes through); yolox_jax reports each checkpoint failure once, by step."""
+    if record.levelno < logging.ERROR:
+        return True
+    files, tb = [record.pathname], record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        files.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    text = record.getMessage()
+    from_orbax = any("orbax" in f for f in files) or ("Traceback" in text and "orbax" in text)
+    return not from_orbax
+
+
+def _quiet_logging(debug: bool = False):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file operation at INFO
+    if not debug:
+        logging.getLogger("absl").addFilter(_orbax_traceback)
     # "Unable to initialize backend 'tpu'" and the like: JAX probing platforms this machine
     # does not have.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
@@ -70,7 +86,7 @@ def main(argv=None) -> int:
     rest, overrides = split_overrides(argv)
     args = build_parser().parse_args(rest)
     args.overrides = overrides
-    _quiet_logging()
+    _quiet_logging(args.debug)
     try:
         return _command(args.command).run(args)
     except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
@@ -78,6 +94,15 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         print(f"yolox-jax: {one_line(err)}", file=sys.stderr)
+        if type(err).__name__ == "CheckpointSaveError":
+            # The writes still queued behind a failed save can only fail too, each printing a
+            # traceback at interpreter shutdown; the last complete checkpoint is already safe
+            # (Orbax commits a step by renaming its folder), so leave without that shutdown.
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
 
 

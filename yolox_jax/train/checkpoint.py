@@ -10,12 +10,17 @@ of the meta record, computed from the values being saved). Restoring checks them
 fails (a flipped bit, a truncated or unreadable file) is named in a warning and the next older
 step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports every
 step.
+
+Disk problems stop the run at the save they hit, with one message naming the last complete
+checkpoint: :meth:`Checkpointer.check_space` (free space against the size of a checkpoint, at start
+and before every save) and :meth:`Checkpointer.raise_if_failed` (a background write that failed).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
 import zlib
 from pathlib import Path
 from typing import Any
@@ -25,11 +30,24 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from yolox_jax.errors import UserError
+
 log = logging.getLogger("yolox_jax.train")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint step that cannot be read or does not match its checksums."""
+
+
+class CheckpointSaveError(UserError):
+    """A checkpoint that could not be written (no space, a write error); names the step and the
+    last complete checkpoint."""
+
+
+def tree_nbytes(tree) -> int:
+    """Bytes of the array leaves of ``tree`` (global shapes)."""
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+               for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape"))
 
 
 def _key_name(entry) -> str:
@@ -100,6 +118,59 @@ class Checkpointer:
         self.latest = manager("latest", max_to_keep=keep)
         self.best = manager("best", max_to_keep=1, best_fn=lambda m: m["ap"], best_mode="max")
         self._best_ap: float | None = None
+        self._in_flight: dict[str, int] = {}  # manager name -> step of its last save issued
+
+    def _last_complete(self) -> str:
+        step = self.latest.latest_step()
+        if step is None:
+            return "no checkpoint of this run is complete yet"
+        return f"the last complete checkpoint is {self.latest.directory / str(step)}"
+
+    def check_space(self, state, step: int | None = None) -> None:
+        """Raise CheckpointSaveError unless the disk has room for one more checkpoint of
+        ``state`` (its array bytes plus 10 % and 1 MiB)."""
+        need = int(tree_nbytes(state) * 1.1) + (1 << 20)
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+            raise CheckpointSaveError(
+                f"no room for {what}: it needs about {need / 2**20:.1f} MiB and "
+                f"{free / 2**20:.1f} MiB are free; {self._last_complete()}", self.directory)
+
+    def _failed(self, name: str, step: int, err: BaseException) -> CheckpointSaveError:
+        self._in_flight.pop(name, None)
+        return CheckpointSaveError(f"checkpoint step {step} could not be written ({_short(err)}); "
+                                   f"{self._last_complete()}", self.directory / name)
+
+    def raise_if_failed(self) -> None:
+        """Raise CheckpointSaveError if a background save has failed (never waits for one that
+        is still writing)."""
+        for name, manager in (("latest", self.latest), ("best", self.best)):
+            if name not in self._in_flight or manager.is_saving_in_progress():
+                continue
+            try:
+                manager.wait_until_finished()  # finished: returns at once, raising its error
+                manager.check_for_errors()
+            except Exception as err:  # noqa: BLE001 - whatever the writer raised, said once
+                raise self._failed(name, self._in_flight[name], err) from None
+            del self._in_flight[name]
+
+    def _save(self, name: str, manager, step: int, state, **kwargs) -> bool:
+        # Orbax waits for the previous save before starting one: wait here, so that a failure
+        # of that one is reported with its own step.
+        if name in self._in_flight:
+            try:
+                manager.wait_until_finished()
+                manager.check_for_errors()
+            except Exception as err:  # noqa: BLE001
+                raise self._failed(name, self._in_flight[name], err) from None
+        self.check_space(state, step)
+        try:
+            saved = manager.save(step, **kwargs)
+        except Exception as err:  # noqa: BLE001
+            raise self._failed(name, step, err) from None
+        self._in_flight[name] = step
+        return saved
 
     @staticmethod
     def _save_args(state, data_iterator, config: dict, meta: dict):
@@ -111,8 +182,8 @@ class Checkpointer:
         return ocp.args.Composite(**items)
 
     def save(self, step: int, state, data_iterator, config: dict, meta: dict, *, force=False) -> bool:
-        return self.latest.save(step, args=self._save_args(state, data_iterator, config, meta),
-                                force=force)
+        return self._save("latest", self.latest, step, state,
+                          args=self._save_args(state, data_iterator, config, meta), force=force)
 
     def best_ap(self) -> float:
         """AP of the checkpoint under ``best/`` (-inf if none), read from disk once per Checkpointer.
@@ -132,8 +203,9 @@ class Checkpointer:
         if not ap > self.best_ap():
             return False
         self._best_ap = float(ap)
-        return self.best.save(step, args=self._save_args(state, None, config, dict(meta, ap=ap)),
-                              metrics={"ap": float(ap)}, force=True)
+        return self._save("best", self.best, step, state,
+                          args=self._save_args(state, None, config, dict(meta, ap=ap)),
+                          metrics={"ap": float(ap)}, force=True)
 
     def read_meta(self, step: int | None = None) -> dict:
         """The small JSON ``meta`` item (step, epoch, phase, best AP) of a latest/ step."""
@@ -171,8 +243,13 @@ class Checkpointer:
         raise CheckpointError("no usable checkpoint: " + "; ".join(failures))
 
     def wait(self):
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        """Wait for the saves in flight; CheckpointSaveError if one failed."""
+        for name, manager in (("latest", self.latest), ("best", self.best)):
+            try:
+                manager.wait_until_finished()
+                manager.check_for_errors()
+            except Exception as err:  # noqa: BLE001
+                raise self._failed(name, self._in_flight.get(name, -1), err) from None
 
     def close(self):
         self.latest.close()
@@ -268,8 +345,6 @@ def read_variables(checkpoint_dir: str | os.PathLike, use_ema: bool = True, step
             variables = {"params": state[prefix + "params"],
                          "batch_stats": state[prefix + "batch_stats"]}
             return variables, restored["config"]
-        from yolox_jax.errors import UserError
-
         raise UserError("no usable checkpoint: " + "; ".join(failures), path)
     finally:
         manager.close()

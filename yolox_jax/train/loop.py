@@ -123,6 +123,46 @@ def preflight(cfg: config_lib.Config) -> None:
     make_plan(cfg, len(train_source))
     if cfg.run.init_from and not Path(cfg.run.init_from).exists():
         raise UserError("no such checkpoint to start from", cfg.run.init_from)
+    check_assigner(cfg)
+    ensure_writable(Path(cfg.run.output_dir) / (cfg.run.experiment or cfg.model.name))
+
+
+def loss_options(cfg) -> dict:
+    """``yolox_loss`` keyword options from ``train.*``: the assigner by name with its options
+    passed unchanged (``train.center_radius`` added for the SimOTA/OTA family unless given)."""
+    options = dict(cfg.train.assigner_options)
+    if cfg.train.assigner in ("simota", "ota", "ota_soft"):
+        options.setdefault("center_radius", cfg.train.center_radius)
+    return dict(iou_loss_type=cfg.train.iou_loss_type, obj_target=cfg.train.obj_target,
+                assigner=cfg.train.assigner, assign_kwargs=options)
+
+
+def check_assigner(cfg) -> None:
+    """The assigner exists and accepts the configured options (UserError naming the key)."""
+    import inspect
+
+    from yolox_jax.assign.registry import get_assigner
+
+    fn = get_assigner(cfg.train.assigner)
+    options = loss_options(cfg)["assign_kwargs"]
+    try:
+        inspect.signature(fn).bind_partial(*([None] * 8), **options)
+    except TypeError as err:
+        raise UserError(f"{err} (assigner {cfg.train.assigner!r})",
+                        "train.assigner_options") from None
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` and write a file in it, or raise a UserError naming it."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UserError(f"the output folder is not writable: {err.strerror or err}",
+                        folder) from None
 
 
 def initial_variables(cfg, model, mesh):
@@ -171,14 +211,22 @@ def _official_variables(path: Path, cfg):
 
 
 def _log_digest(run_dir: Path, step: int, batch: dict):
-    """CRC of this process's host batch: batches.jsonl (process 0), batches.p<i>.jsonl (others)."""
-    crc = 0
-    for key in sorted(batch):
+    """CRC32 of this process's host batch for step ``step`` (1-based), whole and row by row (a
+    2-process run's rows, process 0's then process 1's, equal a 1-process run's rows):
+    batches.jsonl (process 0), batches.p<i>.jsonl (others)."""
+    keys = sorted(batch)
+    crc, rows = 0, []
+    for key in keys:
         crc = zlib.crc32(np.ascontiguousarray(batch[key]).tobytes(), crc)
+    for r in range(len(batch[keys[0]])):
+        row = 0
+        for key in keys:
+            row = zlib.crc32(np.ascontiguousarray(batch[key][r]).tobytes(), row)
+        rows.append(row)
     i = jax.process_index()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ("batches.jsonl" if i == 0 else f"batches.p{i}.jsonl"), "a") as f:
-        f.write(json.dumps({"step": step, "crc": crc}) + "\n")
+        f.write(json.dumps({"step": step, "crc": crc, "rows": rows}) + "\n")
 
 
 class MetricLog:
@@ -252,6 +300,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
 
     data_stats = PipelineStats("train data", train_source, cfg.data.max_labels)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=r.keep_checkpoints)
+    checkpointer.check_space(state)  # room for one checkpoint, before anything compiles
     start_step, best_ap, meta = 0, float("-inf"), {}
     phase_of = lambda epoch: "no_aug" if epoch >= plan.no_aug_start_epoch else "aug"  # noqa: E731
     if r.resume and checkpointer.latest_step() is not None:
@@ -276,9 +325,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     step_fn = jit_train_step(
         bind_train_step(model=model, tx=tx, ema=cfg.train.ema,
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
-                        loss_kwargs=dict(iou_loss_type=cfg.train.iou_loss_type,
-                                         obj_target=cfg.train.obj_target,
-                                         assign_kwargs=dict(center_radius=cfg.train.center_radius))),
+                        loss_kwargs=loss_options(cfg)),
         mesh, runtime_lr=True)
     if compile_only:
         end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
@@ -325,10 +372,11 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
         step_idx, metrics, batch = pending
         host = jax.device_get(metrics)
         if host["nonfinite"]:
-            bad = run_dir / f"nonfinite_batch_step{step_idx}.npz"
+            bad = run_dir / f"nonfinite_batch_step{step_idx + 1}.npz"
             np.savez_compressed(bad, **{k: np.asarray(v) for k, v in batch.items()})
             raise NonFiniteLossError(
-                f"non-finite loss or gradient at step {step_idx} (epoch {step_idx // plan.steps_per_epoch}); "
+                f"non-finite loss or gradient at step {step_idx + 1} (epoch "
+                f"{step_idx // plan.steps_per_epoch + 1}); "
                 f"the state was not updated; the batch is saved in {bad}; losses: "
                 + ", ".join(f"{k}={float(v):.4g}" for k, v in host.items()))
         return host
@@ -344,7 +392,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                                                 stats=data_stats)
             host_batch = next(iterator)
             if r.log_batch_digests:
-                _log_digest(run_dir, step, host_batch)
+                _log_digest(run_dir, step + 1, host_batch)
             batch = shard_batch(host_batch, mesh)
             size = multiscale_size(cfg, step)
             state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"),
@@ -352,6 +400,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
             if pending is not None:
                 last = check(pending)
             pending = (step, metrics, host_batch)
+            checkpointer.raise_if_failed()  # a background save that failed stops the run now
             t_images += plan.global_batch
             if (step + 1) % cfg.train.print_interval == 0 or step + 1 == end_step:
                 last = check(pending)
@@ -399,8 +448,10 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     finally:
         redirect.__exit__(None, None, None)
         bar.close()
-        checkpointer.wait()
-        checkpointer.close()
+        try:
+            checkpointer.wait()  # the last save; CheckpointSaveError if it failed
+        finally:
+            checkpointer.close()
         close_iterator(iterator)
         metric_log.close()
     return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
