@@ -109,6 +109,13 @@ class TrainConfig:
     iou_loss_type: str = "iou"
     obj_target: str = "binary"
     center_radius: float = 1.5
+    # Label assignment (yolox_jax.assign.registry): simota (official) | ota | ota_soft | tal |
+    # atss | dsl | a registered name | "module:function".
+    assigner: str = "simota"
+    # Keyword options passed to the assigner unchanged, e.g. {"topk_iou": 20} for simota or
+    # {"topk": 13, "alpha": 1.0, "beta": 6.0} for tal (train.center_radius is added for the
+    # SimOTA/OTA family unless given here).
+    assigner_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -197,10 +204,15 @@ def _coerce(value: Any, annotation: str, key: str):
             return str(value)
         if annotation == "tuple":
             return _coerce_tuple(value, key)
+        if annotation == "dict":
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError
+            return dict(value)
     except (TypeError, ValueError):
         from yolox_jax.errors import UserError
 
-        want = _describe_tuple(key) if annotation == "tuple" else annotation
+        want = _describe_tuple(key) if annotation == "tuple" else \
+            'a dict with string keys, e.g. {"topk": 13}' if annotation == "dict" else annotation
         raise UserError(f"expects {want}, got {value!r}", key) from None
     return value
 

@@ -1,17 +1,23 @@
 """The YOLOX training loss (docs/official-behaviour.md §3.4), batched with static shapes.
 
-Assignment (SimOTA by default) runs per image under ``jax.vmap`` and ``stop_gradient``; the losses
-are masked sums over all anchors divided by the batch foreground count, so there is no Python loop
-over images and no data-dependent shape.
+Assignment (SimOTA by default; any assigner of ``yolox_jax.assign.registry`` by name) runs on the
+whole batch under ``stop_gradient``; the losses are masked sums over all anchors divided by the
+batch foreground count, so there is no Python loop over images and no data-dependent shape.
+
+Soft targets: an assigner may return ``quality`` (the class target at the matched class, in place
+of YOLOX's IoU) and ``weight`` (a per-anchor foreground weight: it multiplies the box, class and L1
+terms, replaces the 1 of the binary objectness target, and the normaliser becomes the sum of the
+weights). A differentiable assigner (``ota_soft``) keeps the gradient of those two.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
 from yolox_jax.ops.anchors import DEFAULT_STRIDES, anchor_grid, decode_boxes
+from yolox_jax.assign import registry
 from yolox_jax.assign._simota import sanitize_gts, simota_batch
 
 REG_WEIGHT = 5.0
@@ -49,6 +55,7 @@ def iou_loss(pred, target, loss_type: str = "iou"):
 
 def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
                obj_target: str = "binary", iou_loss_type: str = "iou",
+               assigner: Union[str, Callable[..., Any], None] = None,
                assign_fn: Optional[Callable[..., Any]] = None,
                assign_kwargs: Optional[Mapping[str, Any]] = None,
                strides=DEFAULT_STRIDES) -> dict:
@@ -65,11 +72,14 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         IoU with any gt, a common variant), or "iou" (fg get their matched IoU,
         negatives their max IoU). IoU targets carry no gradient.
       iou_loss_type: "iou" (official, 1 - iou^2) or "giou".
-      assign_fn: per-image assignment with the ``simota`` signature returning an ``Assignment``;
-        it is vmapped over the batch. Default None: ``simota_batch`` (SimOTA, equal to
-        ``jax.vmap(simota)``, with gt buckets and anchor compaction).
-      assign_kwargs: keyword options passed to ``assign_fn`` / ``simota_batch`` (e.g.
-        ``{"topk_iou": 20}`` or ``{"gt_buckets": (8, 32, 64)}``).
+      assigner: a batched assigner: a name of ``yolox_jax.assign.registry`` ("simota",
+        "ota", "ota_soft", "tal", "atss", "dsl", a registered name, "module:function") or a
+        callable with the registry's signature. Default None: "simota" (``simota_batch``:
+        SimOTA, equal to ``jax.vmap(simota)``, with gt buckets and anchor compaction).
+      assign_fn: instead, a per-image assigner with the ``simota`` signature returning an
+        ``Assignment``; it is vmapped over the batch.
+      assign_kwargs: keyword options passed to the assigner unchanged (e.g.
+        ``{"topk_iou": 20}`` or ``{"gt_buckets": (8, 32, 64)}`` for SimOTA).
       strides: anchor strides.
 
     Returns:
@@ -95,21 +105,35 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         return out[0] if isinstance(out, tuple) and not hasattr(out, "fg_mask") else out
 
     sg = jax.lax.stop_gradient
-    if assign_fn is None:   # batched SimOTA: gt buckets + anchor compaction, same result as vmap
-        assign_kwargs.setdefault("with_max_iou", obj_target != "binary")
-        asg = simota_batch(sg(pred_boxes), sg(cls_logits), sg(obj_logits), grid_xy, stride_arr,
-                           gt_boxes, gt_classes, label_mask, **assign_kwargs)
-    else:
+    differentiable = False
+    if assign_fn is not None:
         asg = jax.vmap(assign_one)(sg(pred_boxes), sg(cls_logits), sg(obj_logits), gt_boxes,
                                    gt_classes, label_mask)
-    asg = jax.tree_util.tree_map(jax.lax.stop_gradient, asg)
+    else:
+        name = "simota" if assigner is None else assigner
+        fn = registry.get_assigner(name) if isinstance(name, str) else name
+        differentiable = (registry.is_differentiable(name) if isinstance(name, str)
+                          else bool(getattr(fn, "differentiable", False)))
+        if fn is simota_batch:   # gt buckets + anchor compaction, same result as vmap(simota)
+            assign_kwargs.setdefault("with_max_iou", obj_target != "binary")
+        inputs = (pred_boxes, cls_logits, obj_logits) if differentiable else \
+            (sg(pred_boxes), sg(cls_logits), sg(obj_logits))
+        asg = fn(*inputs, grid_xy, stride_arr, gt_boxes, gt_classes, label_mask, **assign_kwargs)
+    soft = {"quality": asg.quality, "weight": asg.weight} if differentiable else {}
+    asg = jax.tree_util.tree_map(jax.lax.stop_gradient, asg)._replace(**soft)
     fg = asg.fg_mask                                                            # [B, A]
-    fg_f = fg.astype(jnp.float32)
-    num_fg = jnp.maximum(jnp.sum(fg_f), 1.0)
+    weight = asg.weight                                                         # None or [B, A]
+
+    def fg_sum(x):
+        """Sum of ``x`` [B, A] over the foreground (weighted when the assigner gives weights)."""
+        return jnp.sum(jnp.where(fg, x if weight is None else weight * x, 0.0))
+
+    fg_f = fg.astype(jnp.float32) if weight is None else jnp.where(fg, weight, 0.0)
+    num_fg = jnp.maximum(jnp.sum(sg(fg_f)), 1.0)
     num_gts = jnp.maximum(jnp.sum(label_mask.astype(jnp.float32)), 1.0)
 
     reg_target = jnp.take_along_axis(gt_boxes, asg.matched_gt[..., None], axis=1)  # [B, A, 4]
-    loss_iou = jnp.sum(jnp.where(fg, iou_loss(pred_boxes, reg_target, iou_loss_type), 0.0)) / num_fg
+    loss_iou = fg_sum(iou_loss(pred_boxes, reg_target, iou_loss_type)) / num_fg
 
     if obj_target == "binary":
         obj_t = fg_f
@@ -121,9 +145,10 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         raise ValueError(f"obj_target must be 'binary', 'max_iou' or 'iou', got {obj_target!r}")
     loss_obj = jnp.sum(bce_with_logits(obj_logits, obj_t)) / num_fg
 
-    cls_t = jax.nn.one_hot(asg.matched_class, num_classes) * asg.matched_iou[..., None]
+    quality = asg.matched_iou if asg.quality is None else asg.quality
+    cls_t = jax.nn.one_hot(asg.matched_class, num_classes) * quality[..., None]
     cls_per_anchor = jnp.sum(bce_with_logits(cls_logits, cls_t), axis=-1)
-    loss_cls = jnp.sum(jnp.where(fg, cls_per_anchor, 0.0)) / num_fg
+    loss_cls = fg_sum(cls_per_anchor) / num_fg
 
     # use_l1 may be a traced bool (one compiled train step for both phases) or a Python bool.
     if not (isinstance(use_l1, bool) and not use_l1):
@@ -133,7 +158,7 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         # Zero the target off the foreground so a degenerate gt cannot put NaN into the gradient.
         l1_t = jax.lax.stop_gradient(jnp.where(fg[..., None], l1_t, 0.0))
         l1 = jnp.sum(jnp.abs(raw[..., :4] - l1_t), axis=-1)
-        loss_l1 = jnp.sum(jnp.where(fg, l1, 0.0)) / num_fg
+        loss_l1 = fg_sum(l1) / num_fg
         loss_l1 = jnp.where(jnp.asarray(use_l1), loss_l1, 0.0)
     else:
         loss_l1 = jnp.zeros((), jnp.float32)

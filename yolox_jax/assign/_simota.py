@@ -61,6 +61,10 @@ class Assignment(NamedTuple):
         ``simota_batch(..., with_max_iou=False)``).
     dynamic_k [G] int32: number of anchors each gt asked for (0 for padded rows).
     candidate_mask [A] bool: anchors that took part in the assignment (geometry candidates).
+    quality [A] float32 or None: the soft class target of each foreground anchor, the value put
+        at its matched class (None: ``matched_iou``, YOLOX's IoU-aware target); e.g. TOOD's
+        normalised alignment metric.
+    weight [A] float32 or None: a per-anchor weight of the foreground loss terms (None: 1).
     """
 
     fg_mask: jax.Array
@@ -71,6 +75,8 @@ class Assignment(NamedTuple):
     max_iou: jax.Array
     dynamic_k: jax.Array
     candidate_mask: jax.Array
+    quality: Optional[jax.Array] = None
+    weight: Optional[jax.Array] = None
 
 
 def sanitize_gts(gt_boxes, gt_classes, gt_mask, num_classes: int):

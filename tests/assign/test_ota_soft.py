@@ -1,0 +1,126 @@
+"""The differentiable OT assignment: soft targets from the Sinkhorn plan, gradients through the
+cost into the predictions (finite, non-zero, equal to finite differences), and the loss using them."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolox_jax.assign import registry
+from yolox_jax.losses import yolox_loss
+from yolox_jax.ops.anchors import anchor_grid
+
+HW = (64, 96)      # 96 + 24 + 6 = 126 anchors
+C = 3
+
+
+def problem(seed=0, b=2, g=4):
+    """Raw head outputs and labels: b images, up to 3 boxes each (the last row padded)."""
+    rng = np.random.default_rng(seed)
+    grid_xy, strides = anchor_grid(HW)
+    a = len(strides)
+    raw = rng.normal(0, 0.5, (b, a, 5 + C)).astype(np.float32)
+    labels = np.zeros((b, g, 5), np.float32)
+    mask = np.zeros((b, g), bool)
+    for i in range(b):
+        n = 2 + i % 2
+        wh = rng.uniform(12, 40, (n, 2))
+        cxy = rng.uniform(wh / 2, np.array([HW[1], HW[0]]) - wh / 2)
+        labels[i, :n] = np.concatenate([rng.integers(0, C, (n, 1)), cxy, wh], 1)
+        mask[i, :n] = True
+    labels[~mask] = np.nan  # junk behind the mask
+    return raw, labels, mask, np.asarray(grid_xy), np.asarray(strides)
+
+
+def _inputs(raw, labels, mask, grid_xy, strides):
+    from yolox_jax.ops.anchors import decode_boxes
+
+    pred = decode_boxes(raw[..., :4], grid_xy, strides)
+    gt_classes = jnp.where(mask, jnp.nan_to_num(labels[..., 0]), 0).astype(jnp.int32)
+    return pred, raw[..., 5:], raw[..., 4], jnp.nan_to_num(labels[..., 1:5]), gt_classes
+
+
+OPTIONS = dict(epsilon=0.5, num_iters=30, center_prior=5.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _soft_sum():
+    """A scalar of the soft targets: sum(weight * u) + sum(quality * v) for fixed u, v."""
+    fn = registry.get_assigner("ota_soft")
+
+    def f(raw, labels, mask, grid_xy, strides, u, v):
+        pred, cls, obj, boxes, classes = _inputs(raw, labels, mask, grid_xy, strides)
+        asg = fn(pred, cls, obj, grid_xy, strides, boxes, classes, mask, **OPTIONS)
+        return jnp.sum(asg.weight * u) + jnp.sum(asg.quality * v)
+    return jax.jit(jax.value_and_grad(f), static_argnums=())
+
+
+def test_soft_targets_gradient_matches_finite_differences():
+    raw, labels, mask, grid_xy, strides = problem()
+    rng = np.random.default_rng(1)
+    u = rng.uniform(0.5, 1.5, raw.shape[:2]).astype(np.float32)
+    v = rng.uniform(0.5, 1.5, raw.shape[:2]).astype(np.float32)
+    f = _soft_sum()
+    value, grad = f(raw, labels, mask, grid_xy, strides, u, v)
+    grad = np.asarray(grad)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    # The plan depends on the class and objectness logits and on the boxes (IoU term).
+    for channels in (slice(0, 4), slice(4, 5), slice(5, None)):
+        assert np.abs(grad[..., channels]).max() > 1e-4
+    # Directional derivatives. Along the logits, of the whole scalar; along the boxes, of the
+    # weights only (v = 0): the IoU factor of ``quality`` carries no gradient by design.
+    eps = 1e-2
+    zero = np.zeros_like(v)
+    for seed, (channels, vv) in enumerate([(slice(4, None), v), (slice(4, None), v),
+                                           (slice(0, 4), zero), (slice(0, 4), zero)]):
+        d = np.zeros_like(raw)
+        d[..., channels] = np.random.default_rng(10 + seed).normal(size=raw[..., channels].shape)
+        d /= np.linalg.norm(d)
+        g = np.asarray(f(raw, labels, mask, grid_xy, strides, u, vv)[1])
+        up = f(raw + eps * d, labels, mask, grid_xy, strides, u, vv)[0]
+        down = f(raw - eps * d, labels, mask, grid_xy, strides, u, vv)[0]
+        fd = (float(up) - float(down)) / (2 * eps)
+        assert abs(fd) > 1e-3
+        np.testing.assert_allclose(float(np.sum(g * d)), fd, rtol=3e-2, atol=2e-4)
+
+
+def test_soft_targets_are_shares_of_the_plan():
+    raw, labels, mask, grid_xy, strides = problem(seed=2)
+    pred, cls, obj, boxes, classes = _inputs(raw, labels, mask, grid_xy, strides)
+    asg = jax.jit(functools.partial(registry.get_assigner("ota_soft"), **OPTIONS))(
+        pred, cls, obj, grid_xy, strides, boxes, classes, mask)
+    w, q, fg = (np.asarray(x) for x in (asg.weight, asg.quality, asg.fg_mask))
+    assert np.all((w >= 0) & (w <= 1 + 1e-5)) and np.all(w[~fg] == 0) and np.all(w[fg] >= 0.1)
+    # quality = share held by the matched gt x its IoU <= the foreground share x 1
+    assert np.all(q <= w + 1e-6) and np.all(q >= 0)
+    assert fg.sum() > 0 and np.all(np.asarray(asg.matched_gt)[fg] < mask.sum(1).max())
+    assert np.array_equal(np.asarray(asg.num_fg), fg.sum(1))
+    assert np.all(mask[np.arange(len(fg))[:, None].repeat(fg.shape[1], 1)[fg],
+                       np.asarray(asg.matched_gt)[fg]])
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_grad(assigner):
+    def loss(raw, labels, mask):
+        return yolox_loss(raw, labels, mask, HW, assigner=assigner,
+                          assign_kwargs=OPTIONS)["total_loss"]
+    return jax.jit(jax.value_and_grad(loss))
+
+
+def test_loss_gradient_flows_through_the_plan():
+    """With ``ota_soft`` the loss gradient is finite, and differs from the gradient of the same
+    loss with the soft targets held fixed (the part through plan, cost and predictions)."""
+    raw, labels, mask, _, _ = problem(seed=3)
+    fixed = registry.get_assigner("ota_soft")
+    registry.register("ota_soft_fixed", lambda *a, **k: fixed(*a, **k))  # not differentiable
+    try:
+        value, grad = _loss_grad("ota_soft")(raw, labels, mask)
+        value_fixed, grad_fixed = _loss_grad("ota_soft_fixed")(raw, labels, mask)
+    finally:
+        registry._REGISTERED.pop("ota_soft_fixed")
+    grad, grad_fixed = np.asarray(grad), np.asarray(grad_fixed)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(float(value), float(value_fixed), rtol=1e-6)
+    through_plan = np.abs(grad - grad_fixed)
+    assert through_plan.max() > 1e-3 * np.abs(grad).max()

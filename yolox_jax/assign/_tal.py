@@ -1,0 +1,214 @@
+"""Task-aligned label assignment (TAL): TOOD's assigner in the batch form of YOLOv6, YOLOv8 and
+PP-YOLOE, transcribed from MMYOLO's ``BatchTaskAlignedAssigner``
+(``mmyolo/models/task_modules/assigners/batch_task_aligned_assigner.py`` and ``utils.py``, commit
+8c4d9dc503dc8e327bec8147e8dc97124052f693).
+
+For every (gt, anchor) pair, with ``s`` the predicted score of the gt's class and ``IoU`` that of
+the predicted box (YOLOv6's IoU: xyxy, sides clipped at 0, ``+1e-9`` in the union):
+
+1. alignment metric ``t = s**alpha * IoU**beta``;
+2. each gt takes the ``topk`` anchors of largest ``t`` whose anchor point lies strictly inside it
+   (``min(l, t, r, b) > 1e-9``);
+3. an anchor taken by several gts goes to the gt of largest IoU over *all* valid gts (it may be
+   one that did not take it, as in the reference);
+4. soft class target (``Assignment.quality``): ``t * IoU_max(g) / (t_max(g) + eps)``, where
+   ``IoU_max(g)`` and ``t_max(g)`` are the largest IoU and metric over the final positives of g.
+
+The anchor point of anchor ``a`` is ``(grid_xy[a] + 0.5) * strides[a]``: the anchor centre of
+``geometry_margins`` in ``_simota.py`` and the point MMYOLO's heads generate
+(``MlvlPointGenerator(offset=0.5)``).
+
+Where it differs from the reference (none of it changes a result of the reference's own inputs):
+
+* score: ``score="cls"`` is ``sigmoid(cls_logits)``, MMYOLO's ``pred_scores``; ``"joint"`` is
+  YOLOX's ``sqrt(sigmoid(cls) * sigmoid(obj))`` (SimOTA's score). Only the score of each gt's
+  class is gathered ([B, G, A]); no [B, G, A, C] array exists.
+* boxes arrive as cxcywh and are converted to xyxy (``cxcy -/+ wh / 2``).
+* padding: MMYOLO pads with zero boxes at the end; here rows with ``gt_mask`` False may hold
+  anything anywhere: they are sanitised (``sanitize_gts``), take no anchor, cannot win a
+  conflict, and count for nothing.
+* ties: equal metrics in the top-k go to the lower anchor index (``lax.top_k``; ``torch.topk``
+  leaves the order unspecified); equal IoUs in a conflict go to the lower gt row (``argmax``'s
+  first maximum, as torch documents it).
+* ``use_ciou`` (YOLOv8's CIoU overlaps) is not implemented.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from yolox_jax.assign._simota import Assignment, first_argmin, sanitize_gts, top_k_last
+from yolox_jax.ops.boxes import cxcywh_to_xyxy
+
+# ``select_candidates_in_gts`` and ``yolov6_iou_calculator`` eps (MMYOLO utils.py).
+IN_GT_EPS = 1e-9
+IOU_EPS = 1e-9
+SCORES = ("cls", "joint")
+
+
+def anchor_points(grid_xy, strides):
+    """Pixel point of every anchor, ``(grid_xy + 0.5) * stride``: [A, 2], [A] -> [A, 2] f32."""
+    s = jnp.asarray(strides, jnp.float32)
+    return (jnp.asarray(grid_xy, jnp.float32) + 0.5) * s[:, None]
+
+
+def _corners(boxes):
+    """[..., N, 4] xyxy -> four [..., N, 1] columns (x1, y1, x2, y2), for [..., N, M] pairs."""
+    return tuple(boxes[..., i:i + 1] for i in range(4))
+
+
+def iou_yolov6(gts, boxes, eps: float = IOU_EPS):
+    """MMYOLO's ``yolov6_iou_calculator``: [B, G, 4], [B, A, 4] xyxy -> IoU [B, G, A].
+
+    overlap = prod(clip(min(x2y2) - max(x1y1), 0)); areas with sides clipped at 0;
+    IoU = overlap / (area_g + area_a - overlap + eps). Written per coordinate so the largest
+    intermediate is [B, G, A]."""
+    gx1, gy1, gx2, gy2 = _corners(gts)                                    # [B, G, 1]
+    bx1, by1, bx2, by2 = (c[..., None, :, 0] for c in _corners(boxes))   # [B, 1, A]
+    ow = jnp.clip(jnp.minimum(gx2, bx2) - jnp.maximum(gx1, bx1), 0.0)
+    oh = jnp.clip(jnp.minimum(gy2, by2) - jnp.maximum(gy1, by1), 0.0)
+    overlap = ow * oh
+    area_g = jnp.clip(gx2 - gx1, 0.0) * jnp.clip(gy2 - gy1, 0.0)
+    area_b = jnp.clip(bx2 - bx1, 0.0) * jnp.clip(by2 - by1, 0.0)
+    return overlap / (area_g + area_b - overlap + eps)
+
+
+def points_in_gts(points, gts, eps: float = IN_GT_EPS):
+    """MMYOLO's ``select_candidates_in_gts``: points [A, 2], gts [B, G, 4] xyxy -> [B, G, A] bool,
+    True where ``min(px - x1, py - y1, x2 - px, y2 - py) > eps``."""
+    gx1, gy1, gx2, gy2 = _corners(gts)                                    # [B, G, 1]
+    px, py = points[:, 0], points[:, 1]                                   # [A]
+    margin = jnp.minimum(jnp.minimum(px - gx1, py - gy1), jnp.minimum(gx2 - px, gy2 - py))
+    return margin > eps
+
+
+def select_highest_overlaps(pos, overlaps, gt_mask):
+    """MMYOLO's ``select_highest_overlaps``: one gt per anchor.
+
+    pos [B, G, A] bool (pairs taken), overlaps [B, G, A], gt_mask [B, G] ->
+    ``(fg [B, A] bool, matched [B, A] int32)``. An anchor taken by one gt keeps it; one taken by
+    several goes to ``argmax_g overlaps`` over all valid gts (first maximum); ``matched`` is 0
+    where not fg."""
+    count = jnp.sum(pos, axis=1, dtype=jnp.int32)                          # [B, A]
+    sole = first_argmin(~pos, axis=1)                                      # the first taker
+    best = first_argmin(jnp.where(gt_mask[:, :, None], -overlaps, jnp.inf), axis=1)
+    fg = count > 0
+    matched = jnp.where(count > 1, best, sole)
+    return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
+
+
+def prepare_gts(gt_boxes, gt_classes, gt_mask, num_classes: int):
+    """Sanitised gts: ``(xyxy [B, G, 4] f32, classes [B, G] int32, mask [B, G] bool)``."""
+    gt_mask = jnp.asarray(gt_mask).astype(bool)
+    boxes, classes = jax.vmap(sanitize_gts, in_axes=(0, 0, 0, None))(
+        gt_boxes, gt_classes, gt_mask, num_classes)
+    return cxcywh_to_xyxy(boxes), classes, gt_mask
+
+
+def gather_rows(x, matched):
+    """x [B, G, A], matched [B, A] -> x[b, matched[b, a], a]: [B, A]."""
+    return jnp.take_along_axis(x, matched[:, None, :], axis=1, mode="clip")[:, 0]
+
+
+def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality):
+    """Assemble a batched ``Assignment`` from the resolved matching.
+
+    fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt; classes,
+    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg)."""
+    b, g = gt_mask.shape
+    matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
+    matched_class = jnp.where(fg, jnp.take_along_axis(classes, matched, axis=1, mode="clip"), 0)
+    rows = jnp.arange(b)[:, None]
+    dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
+    max_iou = jnp.max(jnp.where(gt_mask[:, :, None], pred_iou, 0.0), axis=1)
+    return Assignment(
+        fg_mask=fg,
+        matched_gt=matched,
+        matched_iou=matched_iou,
+        num_fg=jnp.sum(fg, axis=1, dtype=jnp.int32),
+        matched_class=matched_class.astype(jnp.int32),
+        max_iou=max_iou,
+        dynamic_k=dynamic_k,
+        candidate_mask=candidate,
+        quality=quality,
+        weight=None,
+    )
+
+
+def empty_assignment(b: int, a: int, g: int) -> Assignment:
+    """Everything background (MMYOLO's ``num_gt == 0`` early return), batched."""
+    zf, zi = jnp.zeros((b, a), jnp.float32), jnp.zeros((b, a), jnp.int32)
+    zb = jnp.zeros((b, a), bool)
+    return Assignment(fg_mask=zb, matched_gt=zi, matched_iou=zf, num_fg=jnp.zeros((b,), jnp.int32),
+                      matched_class=zi, max_iou=zf, dynamic_k=jnp.zeros((b, g), jnp.int32),
+                      candidate_mask=zb, quality=zf, weight=None)
+
+
+def class_scores(cls_logits, obj_logits, classes, score: str):
+    """Predicted score of each gt's class at every anchor: [B, A, C], [B, A], [B, G] -> [B, G, A].
+
+    Gathers one logit row per gt (rows of the transposed [C, A] logits), then applies the
+    sigmoid, so nothing of size G x A x C is built."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    logits = jax.vmap(lambda x, c: jnp.take(x.T, c, axis=0, mode="clip"))(
+        cls_logits.astype(jnp.float32), classes)                           # [B, G, A]
+    p = jax.nn.sigmoid(logits)
+    if score == "joint":
+        p = jnp.sqrt(p * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None, :])
+    return p
+
+
+def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
+        topk: int = 13, alpha: float = 1.0, beta: float = 6.0, eps: float = 1e-7,
+        score: str = "cls") -> Assignment:
+    """Task-aligned assignment of a batch (MMYOLO ``BatchTaskAlignedAssigner``).
+
+    Args:
+      pred_boxes [B, A, 4] decoded cxcywh (pixels); cls_logits [B, A, C]; obj_logits [B, A];
+      grid_xy [A, 2] (x, y index in the level); strides [A] (NumPy or traced);
+      gt_boxes [B, G, 4] cxcywh; gt_classes [B, G] int; gt_mask [B, G] bool (False rows: junk).
+      topk: anchors taken per gt (MMYOLO default 13). alpha, beta: exponents of the score and
+        the IoU in the metric (1, 6). eps: in the quality normalisation (MMYOLO's default 1e-7;
+        YOLOv8's config uses 1e-9).
+      score: "cls" (sigmoid(cls), the reference) or "joint" (sqrt(sigmoid(cls) * sigmoid(obj))).
+
+    Returns:
+      ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
+      quality, max_iou, candidate_mask [B, A]; num_fg [B]; dynamic_k [B, G] (anchors each gt
+      ends up with); candidate_mask = anchor point inside some valid gt. IoUs are the YOLOv6
+      IoU of the predicted box. Computed under ``stop_gradient``; largest arrays [B, G, A].
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    sg = jax.lax.stop_gradient
+    b, a, num_classes = cls_logits.shape
+    g = gt_mask.shape[1]
+    if g == 0:
+        return empty_assignment(b, a, g)
+    gts, classes, gt_mask = prepare_gts(sg(gt_boxes), sg(gt_classes), sg(gt_mask), num_classes)
+    valid = gt_mask[:, :, None]                                            # [B, G, 1]
+    preds = cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32))             # [B, A, 4]
+
+    iou = iou_yolov6(gts, preds)                                           # [B, G, A]
+    scores = class_scores(sg(cls_logits), sg(obj_logits), classes, score)  # [B, G, A]
+    align = jnp.power(scores, jnp.float32(alpha)) * jnp.power(iou, jnp.float32(beta))
+    in_gt = points_in_gts(anchor_points(grid_xy, strides), gts) & valid    # [B, G, A]
+
+    # Each gt's top-k metrics among the anchors inside it (others compete with metric 0).
+    _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a))   # [B, G, K]
+    bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
+    in_topk = jnp.zeros((b, g, a), bool).at[bi, gi, idx].set(True)
+    fg, matched = select_highest_overlaps(in_topk & in_gt, iou, gt_mask)
+
+    # Normalised metric: per gt, the max metric and max IoU over its final positives.
+    align_m = jnp.where(fg, gather_rows(align, matched), 0.0)              # [B, A]
+    iou_m = jnp.where(fg, gather_rows(iou, matched), 0.0)
+    rows = jnp.arange(b)[:, None]
+    pos_align = jnp.zeros((b, g), jnp.float32).at[rows, matched].max(align_m)   # [B, G]
+    pos_iou = jnp.zeros((b, g), jnp.float32).at[rows, matched].max(iou_m)
+    take = lambda x: jnp.take_along_axis(x, matched, axis=1)  # noqa: E731  [B, G] -> [B, A]
+    quality = jnp.where(fg, align_m * take(pos_iou) / (take(pos_align) + jnp.float32(eps)), 0.0)
+
+    candidate = jnp.any(in_gt, axis=1)
+    return finish(fg, matched, iou, classes, gt_mask, candidate, quality)

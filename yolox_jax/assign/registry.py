@@ -1,0 +1,81 @@
+"""Assigners by name: the built-ins, ``module:function`` paths and ones registered at run time.
+
+Every assigner has one signature, batched over images with ground truths padded to a fixed ``G``
+and masked::
+
+    assigner(pred_boxes, cls_logits, obj_logits, grid_xy, strides,
+             gt_boxes, gt_classes, gt_mask, **options) -> Assignment
+
+    pred_boxes [B, A, 4] decoded cxcywh (pixels), cls_logits [B, A, C], obj_logits [B, A],
+    grid_xy [A, 2] (x, y index of each anchor in its level), strides [A],
+    gt_boxes [B, G, 4] cxcywh, gt_classes [B, G] int, gt_mask [B, G] bool (False rows: junk).
+
+It returns an ``Assignment`` with a leading batch axis: ``fg_mask``, ``matched_gt``,
+``matched_iou``, ``num_fg`` and ``matched_class`` always; ``quality`` (the soft class target) and
+``weight`` (per-anchor loss weight) when the method has them; ``max_iou`` where the loss's
+``obj_target`` needs it. It must be a pure function of arrays, jit-able with static shapes, and
+keep memory O(G x A) (never a [G, A, C] array). The loss calls it under ``stop_gradient`` unless
+the assigner is registered as differentiable.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from yolox_jax.errors import UserError
+
+# Built-ins load on first use (OTA needs ott-jax, seconds to import).
+_BUILTIN = {
+    "simota": "yolox_jax.assign._simota:simota_batch",
+    "ota": "yolox_jax.assign._ota_batch:ota_batch",
+    "ota_soft": "yolox_jax.assign._ota_batch:ota_soft_batch",
+    "tal": "yolox_jax.assign._tal:tal",
+    "atss": "yolox_jax.assign._atss:atss",
+    "dsl": "yolox_jax.assign._dsl:dsl",
+}
+_REGISTERED: dict[str, Callable] = {}
+# Assigners whose targets carry gradients into the predictions (the loss does not stop them).
+_DIFFERENTIABLE = {"ota_soft"}
+
+
+def register(name: str, fn: Callable, *, differentiable: bool = False) -> None:
+    """Make ``fn`` (the signature above) available as ``train.assigner=name``.
+
+    ``differentiable``: the loss lets gradients flow through the assignment's ``quality`` and
+    ``weight`` into the predictions instead of stopping them."""
+    if not callable(fn):
+        raise TypeError(f"assigner {name!r} must be callable, got {type(fn).__name__}")
+    _REGISTERED[name] = fn
+    (_DIFFERENTIABLE.add if differentiable else _DIFFERENTIABLE.discard)(name)
+
+
+def assigner_names() -> list[str]:
+    """Names ``get_assigner`` accepts (besides ``module:function`` paths)."""
+    return sorted(set(_BUILTIN) | set(_REGISTERED))
+
+
+def is_differentiable(name: str) -> bool:
+    return name in _DIFFERENTIABLE
+
+
+def _load(path: str, name: str) -> Callable:
+    module, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise UserError(f"cannot load assigner {path!r}: {err}", "train.assigner") from None
+    if not callable(fn):
+        raise UserError(f"{path!r} is not callable", "train.assigner")
+    return fn
+
+
+def get_assigner(name: str) -> Callable:
+    """The assigner called ``name``: registered, built-in, or a ``module:function`` path."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in _BUILTIN:
+        return _load(_BUILTIN[name], name)
+    if ":" in name:
+        return _load(name, name)
+    raise UserError(f"unknown assigner {name!r}; known: {', '.join(assigner_names())}, or "
+                    "module:function", "train.assigner")
