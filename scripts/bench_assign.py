@@ -116,43 +116,6 @@ def main(path, repeat, threads):
                       "threads": torch.get_num_threads(),
                       "maxrss_mb": peak_rss_mb()}))
 
-def time_assigners(args, hw, keys, compile_and_time) -> int:
-    """One row per (assigner, batch): jitted (compile, run, XLA temporaries) and eager
-    (``jax.disable_jit``, batches up to ``--eager-max-batch``)."""
-    import jax
-
-    from yolox_jax.assign.registry import get_assigner
-
-    fmt = lambda v: "-" if v is None else (f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s")  # noqa: E731
-    lines = [f"Machine: {machine()}", "",
-             f"{hw[0]}x{hw[1]} input, {args.classes} classes, {args.gts} gts per image padded to "
-             f"{args.pad}; median of {args.repeat} runs after warm-up.", "",
-             "| assigner | batch | jit | compile | XLA temp | eager (disable_jit) | eager / jit | fg per gt |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in args.assigners.split(","):
-        fn = get_assigner(name)
-        for b in args.batches:
-            inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
-            out, run_s, compile_s, temp_mb = compile_and_time(fn, inputs)
-            eager_s = None
-            if b <= args.eager_max_batch:
-                xs = [jax.device_put(inputs[k]) for k in keys]
-                with jax.disable_jit():
-                    eager_s = time_fn(lambda: jax.block_until_ready(fn(*xs)), warmup=0, repeat=1)
-            fg = float(np.asarray(out.num_fg).sum()) / (b * args.gts)
-            row = dict(assigner=name, batch=b, jit_s=run_s, compile_s=compile_s, temp_mb=temp_mb,
-                       eager_s=eager_s, fg_per_gt=fg)
-            print(json.dumps(row), flush=True)
-            lines.append(f"| {name} | {b} | {fmt(run_s)} | {compile_s:.1f} s | {temp_mb:.0f} MiB | "
-                         f"{fmt(eager_s)} | "
-                         f"{'-' if eager_s is None else f'{eager_s / run_s:.0f}x'} | {fg:.1f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
-    return 0
-
-
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
 '''
@@ -231,43 +194,6 @@ def main(path, repeat, threads, src):
     np.save(path + ".fg.npy", np.stack(fgs))
     print(json.dumps({"seconds": times[len(times) // 2], "torch": torch.__version__,
                       "threads": torch.get_num_threads()}))
-
-def time_assigners(args, hw, keys, compile_and_time) -> int:
-    """One row per (assigner, batch): jitted (compile, run, XLA temporaries) and eager
-    (``jax.disable_jit``, batches up to ``--eager-max-batch``)."""
-    import jax
-
-    from yolox_jax.assign.registry import get_assigner
-
-    fmt = lambda v: "-" if v is None else (f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s")  # noqa: E731
-    lines = [f"Machine: {machine()}", "",
-             f"{hw[0]}x{hw[1]} input, {args.classes} classes, {args.gts} gts per image padded to "
-             f"{args.pad}; median of {args.repeat} runs after warm-up.", "",
-             "| assigner | batch | jit | compile | XLA temp | eager (disable_jit) | eager / jit | fg per gt |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in args.assigners.split(","):
-        fn = get_assigner(name)
-        for b in args.batches:
-            inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
-            out, run_s, compile_s, temp_mb = compile_and_time(fn, inputs)
-            eager_s = None
-            if b <= args.eager_max_batch:
-                xs = [jax.device_put(inputs[k]) for k in keys]
-                with jax.disable_jit():
-                    eager_s = time_fn(lambda: jax.block_until_ready(fn(*xs)), warmup=0, repeat=1)
-            fg = float(np.asarray(out.num_fg).sum()) / (b * args.gts)
-            row = dict(assigner=name, batch=b, jit_s=run_s, compile_s=compile_s, temp_mb=temp_mb,
-                       eager_s=eager_s, fg_per_gt=fg)
-            print(json.dumps(row), flush=True)
-            lines.append(f"| {name} | {b} | {fmt(run_s)} | {compile_s:.1f} s | {temp_mb:.0f} MiB | "
-                         f"{fmt(eager_s)} | "
-                         f"{'-' if eager_s is None else f'{eager_s / run_s:.0f}x'} | {fg:.1f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text + "\n")
-    return 0
-
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
