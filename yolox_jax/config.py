@@ -75,6 +75,10 @@ class DataConfig:
     # explicit multiscale range in units of 32 (official random_size, e.g. (10, 20)); () = use range
     random_size: tuple = ()
     multiscale_interval: int = 10
+    # sizes join the multiscale draw one at a time, the base size first, one more every this
+    # many steps, so training starts after one compile and the others compile meanwhile in the
+    # background (yolox_jax/train/programs.py); 0 = all from the start (the official draw)
+    multiscale_admit_steps: int = 100
 
 
 @dataclass

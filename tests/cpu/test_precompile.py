@@ -60,8 +60,8 @@ def test_wanted_switches(tmp_path, monkeypatch):
 
 # Runs in a fresh process with a cache of its own, so that no other test's compilations (other
 # pytest workers share the session cache) can show up in it.
-_CHILD_THEN_LOOP = r"""
-import json, sys
+_CHILD_WITH_LOOP = r"""
+import json, logging, sys
 from pathlib import Path
 import jax
 cache, cfg_file = sys.argv[1], sys.argv[2]
@@ -70,24 +70,33 @@ from yolox_jax import config as config_lib
 from yolox_jax.cpu import precompile
 from yolox_jax.train.loop import train
 
-def programs():
-    return sorted(p.name for p in Path(cache).iterdir()
-                  if p.name.startswith(("jit_step-", "jit_predict_batch-")))
+found = {"hit": [], "miss": []}
 
+class Cache(logging.Handler):
+    def emit(self, record):
+        message = record.getMessage()
+        kind = ("hit" if message.startswith("Persistent compilation cache hit") else
+                "miss" if message.startswith("PERSISTENT COMPILATION CACHE MISS") else None)
+        if kind:
+            found[kind].append(message.split("'")[1])
+
+logger = logging.getLogger("jax._src.compiler")
+logger.setLevel(logging.DEBUG)
+logger.addHandler(Cache())
 cfg = config_lib.from_dict(json.loads(Path(cfg_file).read_text()))
-ran = precompile.precompile_in_child(cfg)
-after_child = programs()
-run_dir_after_child = Path(cfg.run.output_dir).exists()
-out = train(cfg)                       # train() itself never starts a child
-print(json.dumps({"ran": ran, "marker": precompile.marker_path(cfg, cache).is_file(),
-                  "after_child": after_child, "run_dir_after_child": run_dir_after_child,
-                  "step": out["step"], "after_run": programs(),
-                  "again": precompile.precompile_in_child(cfg)}))
+child = precompile.start(cfg)
+out = train(cfg, compiler=child)
+print(json.dumps({"ok": child.join(), "ready": sorted(child.compile_s), "step": out["step"],
+                  "marker": precompile.marker_path(cfg, cache).is_file(), **found,
+                  "again": precompile.start(cfg) is None}))
 """
 
 
 @pytest.mark.slow
-def test_child_compiles_and_the_loop_loads(tmp_path):
+def test_child_compiles_as_needed_and_the_loop_loads(tmp_path):
+    """The training process starts with the compile child running and waits for each program
+    the child reports ready: every train-step and evaluation program it uses is a cache hit
+    (it compiles none itself); the marker makes the next run skip the child."""
     if jax.default_backend() != "cpu":
         pytest.skip("the compile child is for CPU runs")
     cfg = _cfg(tmp_path / "run")
@@ -95,20 +104,16 @@ def test_child_compiles_and_the_loop_loads(tmp_path):
     cfg_file.write_text(config_lib.dumps(cfg))
     cache = tmp_path / "cache"
     cache.mkdir()
-    proc = subprocess.run([sys.executable, "-c", _CHILD_THEN_LOOP, str(cache), str(cfg_file)],
+    proc = subprocess.run([sys.executable, "-c", _CHILD_WITH_LOOP, str(cache), str(cfg_file)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got["ran"] and got["marker"]
-    # The child compiled the train step and the evaluation program, and wrote nothing where
-    # the run writes.
-    assert {n.split("-")[0] for n in got["after_child"]} == {"jit_step", "jit_predict_batch"}
-    assert not got["run_dir_after_child"]
+    assert got["ok"] and got["marker"] and got["again"]
+    assert got["ready"] == ["eval", "init", "train:96x128"]
     assert got["step"] == 2
-    # Every train-step and evaluation program the loop needed was a cache hit: it wrote none.
-    assert got["after_run"] == got["after_child"]
-    # A second run of the same config skips the child.
-    assert got["again"] is False
+    ours = ("jit_step", "jit_predict_batch")
+    assert {m for m in got["hit"] if m in ours} == set(ours), got
+    assert not [m for m in got["miss"] if m in ours], got
 
 
 def test_a_failing_child_is_one_warning_line_not_a_second_traceback(tmp_path, monkeypatch, caplog):
@@ -116,13 +121,26 @@ def test_a_failing_child_is_one_warning_line_not_a_second_traceback(tmp_path, mo
     --debug-level logging only, so the user sees one traceback (or one line), not two."""
     import logging
 
-    class Done:
-        returncode, stdout = 1, "Traceback (most recent call last):\n  ...\nValueError: boom\n"
+    class Failed:
+        """A child that stops with a traceback after compiling nothing."""
+
+        def __init__(self, *args, **kwargs):
+            self.stdout = iter(["Traceback (most recent call last):\n", "  ...\n",
+                                "ValueError: boom\n"])
+
+        def wait(self):
+            return 1
+
+        def poll(self):
+            return 1
 
     monkeypatch.setattr(precompile, "cache_dir", lambda: str(tmp_path / "cache"))
-    monkeypatch.setattr(precompile.subprocess, "run", lambda *a, **k: Done())
+    monkeypatch.setattr(precompile.subprocess, "Popen", Failed)
     with caplog.at_level(logging.INFO, logger=precompile.log.name):
         assert precompile.precompile_in_child(_cfg(tmp_path / "run")) is False
+        child = precompile.start(_cfg(tmp_path / "run"))
+        assert child.wait("train:64x64") >= 0 and child.ready("eval")  # never blocks on it
+        child.close()
     shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert any("compile child stopped (exit 1)" in m for m in shown)
     assert not any("Traceback" in m or "boom" in m for m in shown)

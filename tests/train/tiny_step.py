@@ -83,3 +83,42 @@ def run_pair(args_of, timeout=900):
                   for pid, (rc, out, err) in enumerate(results)]
         raise AssertionError("\n".join(report))
     return results
+
+
+def run_launcher(argv, log_dir, log_name, timeout=900):
+    """Run a launch script in its local mode (``argv``), which starts processes 0 and 1 of a run
+    and writes their output to ``log_dir / log_name.format(pid)``; return ``(stdout, stderr,
+    [log of process 0, log of process 1])``. The launcher must succeed.
+
+    As with ``run_pair``, a failure shows the launcher's output and both processes' logs. The
+    launcher runs in a process group of its own: at ``timeout`` every process of the run gets
+    SIGABRT (Python writes each thread's stack to its log), and whatever is left of the group is
+    killed when the launcher ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = worker_env(PYTHONFAULTHANDLER="1", YOLOX_JAX_PYTHON=sys.executable)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGABRT)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    paths = [Path(log_dir) / log_name.format(pid) for pid in (0, 1)]
+    logs = [p.read_text() if p.exists() else f"({p} was not written)" for p in paths]
+    if proc.returncode != 0:
+        report = [f"--- launcher: exit code {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"]
+        report += [f"--- process {pid}: {paths[pid]}\n{logs[pid][-6000:]}" for pid in (0, 1)]
+        raise AssertionError("\n".join(report))
+    return out, err, logs

@@ -53,11 +53,13 @@ def run(args) -> int:
     maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes,
                                  r.process_id)          # before anything starts a backend
     preflight(cfg)                      # the user's paths and data, before anything compiles
-    if precompile.wanted(cfg):
-        precompile.precompile_in_child(cfg)
-    out = train(cfg)
+    # On a tuned CPU process, a child compiles the programs as the run needs them (see
+    # yolox_jax.cpu.precompile); elsewhere the loop compiles them ahead in a thread.
+    out = train(cfg, compiler=precompile.start(cfg) if precompile.wanted(cfg) else None)
     summary = {"step": out["step"], "run_dir": out["run_dir"],
                "train": {k: round(float(v), 5) for k, v in out["train"].items()},
-               "eval": {k: v for k, v in out["eval"].items() if isinstance(v, (int, float))}}
+               "eval": {k: v for k, v in out["eval"].items() if isinstance(v, (int, float))},
+               "time_to_first_step_s": round(out["time_to_first_step_s"] or 0.0, 1),
+               "stall_s": round(out["stall_s"], 1)}
     print(json.dumps(summary, indent=2))
     return 0

@@ -60,17 +60,15 @@ def _on_first_device(variables):
     return jax.device_put(jax.device_get(variables), jax.local_devices()[0])
 
 
-def compile_evaluation(model, variables, source, *, input_size, batch_size: int = 32,
-                       conf_threshold: float = 0.01, nms_threshold: float = 0.65,
-                       max_detections: int = 100) -> None:
-    """Run :func:`evaluate`'s program on the first batch of ``source`` only (every batch has the
-    same padded shape), so that it is compiled and in the persistent cache."""
-    from yolox_jax.data import eval_loader
-
-    loader = eval_loader(source, input_size=tuple(input_size), batch_size=batch_size,
-                         num_workers=0)
-    batch = next(iter(loader))
-    jax.block_until_ready(predict_batch(model, _on_first_device(variables),
-                                        jnp.asarray(batch["images"]),
-                                        conf_threshold=conf_threshold, nms_threshold=nms_threshold,
-                                        max_detections=max_detections))
+def lower_evaluation(model, variables, *, input_size, batch_size: int = 32,
+                     conf_threshold: float = 0.01, nms_threshold: float = 0.65,
+                     max_detections: int = 100):
+    """:func:`evaluate`'s program lowered for ``variables`` (arrays or ``jax.ShapeDtypeStruct``)
+    and batches of ``batch_size`` images at ``input_size`` (every batch has that padded shape);
+    ``.compile()`` it ahead of the first evaluation and :func:`evaluate` finds it compiled."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    variables = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), variables)
+    images = jax.ShapeDtypeStruct((batch_size, *(int(v) for v in input_size), 3), jnp.uint8)
+    return predict_batch.lower(model, variables, images, conf_threshold=conf_threshold,
+                               nms_threshold=nms_threshold, max_detections=max_detections)

@@ -20,6 +20,7 @@ from yolox_jax.models.blocks import CONV_CHOICES
 from yolox_jax.models.yolox import build_model
 from yolox_jax.train import inputs
 from yolox_jax.train.checkpoint import Checkpointer, abstract_like, read_variables
+from yolox_jax.train.programs import BackgroundCompiler, first_uses, multiscale_size, train_key
 from yolox_jax.train.schedule import yolox_warm_cos_lr
 from yolox_jax.train.sharding import (jit_train_step, make_mesh, maybe_initialize_distributed,
                                       per_process_batch, replicated, shard_batch,
@@ -83,21 +84,6 @@ def model_from_config(cfg: config_lib.Config):
         overrides["dtype"] = jnp.bfloat16
     return build_model(cfg.model.name, num_classes=cfg.model.num_classes,
                        conv=conv_choice(cfg.model.conv), **overrides)
-
-
-def multiscale_size(cfg: config_lib.Config, step: int) -> tuple[int, int]:
-    """Input size for a step: a new random size every ``multiscale_interval`` steps, drawn from a
-    generator keyed by (seed, block), so a resumed run sees the same sizes."""
-    d = cfg.data
-    base = tuple(d.input_size)
-    sizes = inputs.multiscale_choices(d)
-    if not sizes or d.multiscale_interval <= 0:
-        return base
-    block = (step + 1) // d.multiscale_interval
-    if block == 0:
-        return base
-    rng = np.random.default_rng([cfg.train.seed, 7919, block])
-    return tuple(sizes[int(rng.integers(len(sizes)))])
 
 
 def preflight(cfg: config_lib.Config) -> None:
@@ -273,12 +259,20 @@ class MetricLog:
             self.writer.close()
 
 
-def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
-    """Run training as configured; returns the last metrics and evaluation.
+def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
+          on_ready=None) -> dict:
+    """Run training as configured; returns the last metrics and evaluation, and
+    ``time_to_first_step_s`` and ``stall_s`` (seconds waited for programs compiled ahead).
 
-    ``compile_only``: build everything, compile the train step for every input size the run
-    uses and the evaluation program, then return ``{"compiled_sizes": [...]}`` without training
-    (what the command line's compile child runs: yolox_jax/cpu/precompile.py)."""
+    The first step's program is compiled first; the other input sizes and the evaluation
+    program compile in a background thread in the order the run needs them
+    (:mod:`yolox_jax.train.programs`). ``compiler``: something else that makes them ready (the
+    command line's compile child, :class:`yolox_jax.cpu.precompile.ChildCompiler`).
+
+    ``compile_only``: build everything, compile those programs in that order, calling
+    ``on_ready(name)`` after each, then return ``{"compiled": [names]}`` without training (what
+    the compile child runs)."""
+    t_begin = time.perf_counter()
     r = cfg.run
     maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes, r.process_id)
     run_dir = Path(r.output_dir) / (r.experiment or cfg.model.name)
@@ -293,6 +287,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     # The learning rate is a run-time input of the step (computed here on the host), so the
     # compiled program does not depend on the schedule.
     tx = make_optimizer(momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
+    if compiler is not None:
+        compiler.wait("init", count=False)  # the compile child has the initialiser cached
     state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(
         initial_variables(cfg, model, mesh))
 
@@ -327,15 +323,25 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
                         loss_kwargs=loss_options(cfg)),
         mesh, runtime_lr=True)
+    host_batch = next(iterator)  # its shapes are those of every batch of the run
+    abstract_batch = _abstract(shard_batch(host_batch, mesh))
     if compile_only:
+        if on_ready is not None:
+            on_ready("init")
         end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
-        return compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh,
-                                range(start_step, end_step))
+        close_iterator(iterator)
+        return compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_source,
+                                range(start_step, end_step), on_ready)
+    compiler = compiler if compiler is not None else BackgroundCompiler()
+    jobs = _program_jobs(cfg, model, state, step_fn, abstract_batch, val_source)
+    first = train_key(multiscale_size(cfg, start_step))
+    compiler.submit(first, jobs(first))
     if cfg.train.max_minutes > 0:
         if start_step:
             recorded = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()))
             fit_keys = {k: getattr(recorded.train, k) for k in _FITTED_KEYS}
         else:
+            compiler.wait(first, count=False)
             seconds = time_steps(cfg, train_source, local_batch, state, step_fn, mesh)
             fit_keys = fit_schedule(cfg, plan, seconds)
         for key, value in fit_keys.items():
@@ -348,6 +354,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                               min_lr_ratio=cfg.train.min_lr_ratio, warmup_lr=cfg.train.warmup_lr,
                               xp=np)
     end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
+    for _, key in first_uses(cfg, range(start_step, end_step),
+                             eval_steps(cfg, plan, start_step, end_step, val_source)):
+        compiler.submit(key, jobs(key))  # in the order the run needs them
     metric_log = MetricLog(run_dir, r.tensorboard, start_step)
     cfg_dict = config_lib.to_dict(cfg)
     if jax.process_index() == 0:
@@ -363,7 +372,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
     # Log lines go above the bar, not through it.
     redirect = logging_redirect_tqdm()
     redirect.__enter__()
-    last, pending, evaluation = {}, None, {}
+    last, pending, evaluation, first_step_s = {}, None, {}, None
     epoch_counts = data_stats.as_dict()
     t_images, t_start = 0, time.perf_counter()
 
@@ -390,13 +399,21 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                 close_iterator(iterator)  # saves read its state synchronously, so none needs it
                 iterator = inputs.train_iterator(cfg, train_source, phase, local_batch, step,
                                                 stats=data_stats)
-            host_batch = next(iterator)
+                if step == start_step:
+                    host_batch = next(iterator)
+            if step > start_step:
+                host_batch = next(iterator)
             if r.log_batch_digests:
                 _log_digest(run_dir, step + 1, host_batch)
             batch = shard_batch(host_batch, mesh)
             size = multiscale_size(cfg, step)
+            compiler.wait(train_key(size), count=first_step_s is not None)
             state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"),
                                      np.float32(lr_fn(step)))
+            if first_step_s is None:
+                jax.block_until_ready(metrics)
+                first_step_s = time.perf_counter() - t_begin
+                log.info("first step done %.1f s after the start", first_step_s)
             if pending is not None:
                 last = check(pending)
             pending = (step, metrics, host_batch)
@@ -410,7 +427,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                                 obj=f"{last['conf_loss']:.3f}", cls=f"{last['cls_loss']:.3f}",
                                 lr=f"{last['lr']:.2e}", img_s=f"{ips:.1f}", size=f"{size[0]}x{size[1]}")
                 metric_log.write(step + 1, {f"train/{k}": v for k, v in last.items()}
-                                 | {"train/images_per_s": ips})
+                                 | {"train/images_per_s": ips, "train/input_height": size[0],
+                                    "train/input_width": size[1]})
                 t_images, t_start = 0, time.perf_counter()
             bar.update(1)
 
@@ -422,10 +440,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
                 if problems:
                     log.warning("epoch %d data: %s", epoch_done + (not done_epoch), problems)
                 epoch_counts = data_stats.as_dict()
-                want_eval = val_source is not None and (
-                    is_last or epoch_done % cfg.eval.interval == 0
-                    or phase_of(epoch) == "no_aug")
+                want_eval = val_source is not None and evaluates_after(cfg, plan, step, end_step)
                 if want_eval:
+                    compiler.wait("eval")
                     evaluation = evaluate_state(cfg, model, state, val_source)
                     evaluation["AP50_95"], evaluation["AP50"] = agree_across_processes(
                         [evaluation["AP50_95"], evaluation["AP50"]])
@@ -445,7 +462,12 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
         problems = data_stats.summary()
         if problems:
             log.warning("data over the run: %s", problems)
+        if compiler.stalls:
+            log.info("waited %.1f s in all for programs compiled ahead: %s (a higher "
+                     "data.multiscale_admit_steps lets sizes join later)", compiler.stall_s,
+                     ", ".join(f"{k} {w:.1f} s" for k, w in compiler.stalls))
     finally:
+        compiler.close()
         redirect.__exit__(None, None, None)
         bar.close()
         try:
@@ -455,23 +477,64 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False) -> dict:
         close_iterator(iterator)
         metric_log.close()
     return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
-            "run_dir": str(run_dir), "state": state}
+            "run_dir": str(run_dir), "state": state, "time_to_first_step_s": first_step_s,
+            "stall_s": compiler.stall_s}
 
 
-def compile_programs(cfg, model, state, step_fn, iterator, val_source, mesh, steps) -> dict:
-    """Compile (not run) the train step at each input size of ``steps`` and run the evaluation
-    program on one batch, so that all of them land in the persistent compilation cache."""
-    from yolox_jax.eval.evaluate import compile_evaluation
+def _abstract(tree):
+    """Shape, dtype and sharding of every array of ``tree`` (what lowering needs)."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
-    batch = shard_batch(next(iterator), mesh)
-    close_iterator(iterator)
-    sizes = sorted({multiscale_size(cfg, s) for s in steps})
-    for size in sizes:
-        step_fn.lower(state, batch, size, np.bool_(False), np.float32(0)).compile()
-    if val_source is not None:
-        compile_evaluation(model, eval_variables(state, use_ema=cfg.train.ema), val_source,
-                           **_eval_kwargs(cfg))
-    return {"compiled_sizes": [list(s) for s in sizes]}
+
+def _program_jobs(cfg, model, state, step_fn, abstract_batch, val_source):
+    """``jobs(name)``: a function that compiles program ``name`` ("train:HxW" or "eval") of this
+    run, leaving it where the loop's own calls find it."""
+    from yolox_jax.eval.evaluate import lower_evaluation
+
+    abstract_state = _abstract(state)
+
+    def jobs(name):
+        if name == "eval":
+            variables = jax.eval_shape(lambda s: eval_variables(s, use_ema=cfg.train.ema),
+                                       abstract_state)
+            return lambda: lower_evaluation(model, variables, **_eval_kwargs(cfg)).compile()
+        h, w = (int(v) for v in name.partition(":")[2].split("x"))
+        return lambda: step_fn.lower(abstract_state, abstract_batch, (h, w), np.bool_(False),
+                                     np.float32(0)).compile()
+
+    return jobs
+
+
+def eval_steps(cfg, plan: Plan, start_step: int, end_step: int, val_source) -> list[int]:
+    """The first 0-based step after which the loop evaluates, as a list (empty: never)."""
+    if val_source is None:
+        return []
+    return next(([s] for s in range(start_step, end_step)
+                 if evaluates_after(cfg, plan, s, end_step)), [])
+
+
+def evaluates_after(cfg, plan: Plan, step: int, end_step: int) -> bool:
+    """Whether the loop evaluates after 0-based ``step`` (given validation data): at the end of
+    the run, every ``eval.interval`` epochs and after every epoch of the no-aug phase."""
+    if (step + 1) % plan.steps_per_epoch and step + 1 != end_step:
+        return False
+    return (step + 1 == end_step or (step + 1) // plan.steps_per_epoch % cfg.eval.interval == 0
+            or step // plan.steps_per_epoch >= plan.no_aug_start_epoch)
+
+
+def compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_source, steps,
+                     on_ready=None) -> dict:
+    """Compile (not run) the programs of ``steps`` in the order they are first needed, calling
+    ``on_ready(name)`` after each; they land in the persistent compilation cache."""
+    jobs = _program_jobs(cfg, model, state, step_fn, abstract_batch, val_source)
+    names = [key for _, key in first_uses(
+        cfg, steps, eval_steps(cfg, plan, steps.start, steps.stop, val_source))]
+    for name in names:
+        jobs(name)()
+        if on_ready is not None:
+            on_ready(name)
+    return {"compiled": names}
 
 
 # What ``train.max_minutes`` decides (and a resumed run reads back from its config.json).

@@ -1,0 +1,161 @@
+"""Training starts after one compile: the input-size schedule (sizes join the draw one at a
+time, never depending on compile timing), and the programs compiled ahead in the background."""
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from yolox_jax.config import apply_overrides, load_config
+from yolox_jax.train import programs
+from yolox_jax.train.programs import BackgroundCompiler, multiscale_size, size_order
+
+
+def _cfg(*overrides):
+    cfg = load_config(None)
+    apply_overrides(cfg, ["data.input_size=(416,416)", "data.random_size=(10,20)",
+                          "data.multiscale_interval=10", *overrides])
+    return cfg
+
+
+def test_sizes_join_nearest_first():
+    order = size_order(_cfg().data)
+    assert order[0] == (416, 416)
+    assert sorted(order) == [(32 * s, 32 * s) for s in range(10, 21)]
+    areas = [abs(h * w - 416 * 416) for h, w in order]
+    assert areas == sorted(areas)
+    assert order[1:3] == [(384, 384), (448, 448)]
+
+
+def test_admitted_draw_against_a_plain_loop():
+    """Each block draws uniformly (generator keyed by seed and block) from the sizes that joined
+    by its first step; one size joins every ``multiscale_admit_steps`` steps."""
+    cfg = _cfg("data.multiscale_admit_steps=50", "train.seed=3")
+    order = size_order(cfg.data)
+    choices = [(32 * s, 32 * s) for s in range(10, 21)]
+    seen = set()
+    for step in range(2000):
+        block = (step + 1) // 10
+        if block == 0:
+            want = (416, 416)
+        else:
+            joined = order[:1 + block * 10 // 50]
+            pool = [s for s in choices if s in joined]
+            want = pool[np.random.default_rng([3, 7919, block]).integers(len(pool))]
+        got = multiscale_size(cfg, step)
+        assert got == want, step
+        seen.add(got)
+        assert got in order[:1 + (step + 1) // 50]  # never a size that has not joined yet
+    assert seen == set(choices)
+
+
+def test_admit_zero_is_the_uniform_draw_from_the_start():
+    cfg = _cfg("data.multiscale_admit_steps=0", "train.seed=5")
+    choices = [(32 * s, 32 * s) for s in range(10, 21)]
+    for step in range(9, 400, 10):
+        block = (step + 1) // 10
+        assert multiscale_size(cfg, step) == choices[
+            np.random.default_rng([5, 7919, block]).integers(11)]
+    single = _cfg("data.random_size=()", "data.multiscale_range=0")
+    assert {multiscale_size(single, s) for s in range(100)} == {(416, 416)}
+
+
+def test_programs_in_the_order_first_needed_against_a_plain_scan():
+    cfg = _cfg("data.multiscale_admit_steps=100", "train.seed=1")
+    for start in (0, 5, 9, 10, 37, 189):
+        want = []
+        for step in range(start, 2500):
+            key = programs.train_key(multiscale_size(cfg, step))
+            if key not in [k for _, k in want]:
+                want.append((step, key))
+        assert programs.first_uses(cfg, range(start, 2500)) == want, start
+    got = programs.first_uses(cfg, range(0, 10**6), eval_steps=[250])
+    assert len(got) == 12 and got[0] == (0, "train:416x416")
+    assert got.index((250, "eval")) == [s for s, _ in got].index(250)
+    assert [s for s, _ in got] == sorted(s for s, _ in got)
+
+
+def test_background_compiler_waits_counts_and_survives_errors():
+    compiler = BackgroundCompiler()
+    order = []
+    compiler.submit("a", lambda: (time.sleep(0.3), order.append("a")))
+    compiler.submit("b", lambda: 1 / 0)  # compiled at first use instead: not raised here
+    compiler.submit("c", lambda: order.append("c"))
+    assert compiler.wait("a", count=False) > 0.1
+    assert compiler.stall_s == 0
+    compiler.wait("c")
+    assert compiler.ready("b") and order == ["a", "c"]
+    assert compiler.wait("never-submitted") == 0.0
+    compiler.close()
+
+
+def _rows(run_dir):
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: (r["train/input_height"], r["train/input_width"]) for r in rows
+            if "train/input_height" in r}
+
+
+SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=24",
+         "data.synthetic_val_images=4", "data.synthetic_image_size=(64,64)",
+         "data.input_size=(64,64)", "data.test_size=(64,64)", "data.random_size=(1,3)",
+         "data.multiscale_interval=2", "data.multiscale_admit_steps=4", "data.batch_size=4",
+         "data.max_labels=8", "data.mosaic_prob=0.0", "train.max_epoch=4", "train.warmup_epochs=1",
+         "train.no_aug_epochs=1", "train.steps_per_epoch=3", "train.print_interval=1",
+         "eval.interval=2", "eval.batch_size=4", "run.tensorboard=false",
+         "run.checkpoint_every_epochs=1"]
+
+
+@pytest.mark.slow
+def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_path,
+                                                                             monkeypatch):
+    """A 12-step multiscale run: every train-step and evaluation program is compiled by the
+    background thread (the loop compiles none itself), in the order the run needs them; with
+    every background compile slowed down, the sizes of every step are the same (the loop
+    waits, and reports the wait as a stall); a run resumed half-way sees the same sizes."""
+    from yolox_jax.train.loop import train
+
+    compiles = []
+
+    def listen(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append((kw.get("fun_name", ""), threading.current_thread().name))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+
+    def run(name, *extra):
+        cfg = load_config(None)
+        apply_overrides(cfg, [*SMALL, f"run.output_dir={tmp_path}", f"run.experiment={name}",
+                              *extra])
+        return train(cfg)
+
+    try:
+        fast = run("fast")
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    ours = [(f, t) for f, t in compiles if f in ("jit(step)", "jit(predict_batch)")]
+    assert {f for f, _ in ours} == {"jit(step)", "jit(predict_batch)"}, compiles
+    assert {t for _, t in ours} == {"yolox_jax-compile"}, ours
+    sizes = _rows(fast["run_dir"])
+    cfg = load_config(None)
+    apply_overrides(cfg, SMALL)
+    assert sizes == {s + 1: multiscale_size(cfg, s) for s in range(12)}
+    assert len(set(sizes.values())) >= 2
+    assert fast["time_to_first_step_s"] > 0
+
+    # Slow every background compile by 2 s: the loop waits, the schedule does not change.
+    submit = BackgroundCompiler.submit
+
+    def slow_submit(self, key, fn):
+        submit(self, key, lambda: (time.sleep(2.0), fn()))
+
+    monkeypatch.setattr(BackgroundCompiler, "submit", slow_submit)
+    slow = run("slow", "run.max_steps=6")
+    assert slow["stall_s"] > 0
+    # Resume it to the end (from the checkpoint at step 6) with compiles still slow.
+    resumed = run("slow", "run.resume=true")
+    assert resumed["step"] == 12
+    assert _rows(slow["run_dir"]) == sizes
