@@ -43,7 +43,7 @@ from yolox_jax.losses import yolox_loss
 hw = (64, 64)
 model = yolox_jax.build_model("yolox-s", num_classes=80)
 images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, *hw, 3)), jnp.float32)
-variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(0))
+variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(0, impl="rbg"))
 raw = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
 labels = jnp.asarray([[[1, 20, 24, 16, 20], [5, 40, 40, 30, 22]]] * 2, jnp.float32)
 mask = jnp.asarray([[True, True], [True, False]])

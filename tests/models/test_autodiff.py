@@ -21,7 +21,7 @@ def yolox_s():
     # The init program (model, shapes, key) is the one tests/test_import.py compiles: one compile.
     model = yolox_jax.build_model("yolox-s", num_classes=80)
     images = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, *HW, 3)), jnp.float32)
-    variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(0))
+    variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(0, impl="rbg"))
     return model, variables, images
 
 

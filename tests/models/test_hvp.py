@@ -16,7 +16,7 @@ def test_hessian_vector_products_are_symmetric():
     hw = (32, 32)
     model = yolox_jax.build_model("yolox-tiny", num_classes=4, width=0.125)
     images = jnp.asarray(np.random.default_rng(4).uniform(0, 255, (2, *hw, 3)), jnp.float32)
-    variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(5))
+    variables = jax.jit(lambda r: model.init(r, images[:1]))(jax.random.key(5, impl="rbg"))
     labels = jnp.asarray([[[1, 10, 12, 12, 14]], [[3, 16, 18, 20, 16]]], jnp.float32)
     mask = jnp.ones((2, 1), bool)
 

@@ -34,7 +34,8 @@ STEP_WORKER = textwrap.dedent(r"""
     p, n = jax.process_index(), jax.process_count()
     # Each process holds only its own rows of the global batch.
     local = {k: v[p * 8 // n:(p + 1) * 8 // n] for k, v in batch.items()}
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 96, 3)), train=False)
+    variables = jax.jit(lambda r: model.init(r, jnp.zeros((1, 64, 96, 3)), train=False))(
+        jax.random.key(0, impl="rbg"))
 
     def leaves(state, metrics):
         tree = (state.params, state.batch_stats, state.ema_params, state.ema_batch_stats)

@@ -40,7 +40,8 @@ def test_step_with_size_equals_step_on_resized_batch():
              "label_mask": np.ones((2, 2), bool)}
     lr_fn = yolox_warm_cos_lr(0.01, 10, 10, warmup_epochs=0)
     tx = make_optimizer(lr_fn)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 96, 3)))
+    variables = jax.jit(lambda r: model.init(r, jnp.zeros((1, 64, 96, 3))))(
+        jax.random.key(0, impl="rbg"))
     step = jax.jit(lambda s, b, size: train_step(s, b, model=model, tx=tx, lr_fn=lr_fn, size=size),
                    static_argnums=2)
     _, m_resized_in_step = step(create_train_state(variables, tx), batch, (96, 128))
@@ -56,13 +57,17 @@ def test_step_with_size_equals_step_on_resized_batch():
 
 
 def test_multiscale_schedule_is_deterministic_and_official():
-    cfg = apply_overrides(Config(), ["data.input_size=(640,640)", "data.multiscale_range=5"])
+    # The official draw: every size from the start (sizes joining one at a time:
+    # tests/train/test_programs.py).
+    cfg = apply_overrides(Config(), ["data.input_size=(640,640)", "data.multiscale_range=5",
+                                     "data.multiscale_admit_steps=0"])
     sizes = [multiscale_size(cfg, t) for t in range(200)]
     assert sizes[:9] == [(640, 640)] * 9  # the first draw happens at step 9 ((t + 1) % 10 == 0)
     assert all(sizes[t] == sizes[t + 1] for t in range(9, 199) if (t + 2) % 10)  # constant per block
     assert {s[0] for s in sizes} <= {32 * k for k in range(15, 26)} and len(set(sizes)) > 3
     assert sizes == [multiscale_size(cfg, t) for t in range(200)]  # a resumed run draws the same
-    nano = apply_overrides(Config(), ["data.input_size=(416,416)", "data.random_size=(10,20)"])
+    nano = apply_overrides(Config(), ["data.input_size=(416,416)", "data.random_size=(10,20)",
+                                      "data.multiscale_admit_steps=0"])
     assert {multiscale_size(nano, t)[0] for t in range(2000)} == {32 * k for k in range(10, 21)}
     off = apply_overrides(Config(), ["data.multiscale_range=0"])
     assert {multiscale_size(off, t) for t in range(100)} == {(640, 640)}
