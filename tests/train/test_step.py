@@ -6,7 +6,7 @@ import numpy as np
 
 from yolox_jax.config import Config, apply_overrides
 from yolox_jax.data import resize_batch
-from yolox_jax.train.loop import multiscale_size
+from yolox_jax.train.programs import multiscale_size
 from yolox_jax.train.schedule import yolox_warm_cos_lr
 from yolox_jax.train.state import create_train_state, make_optimizer
 from yolox_jax.train.step import train_step
