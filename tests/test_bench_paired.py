@@ -1,15 +1,11 @@
-"""The paired benchmark's summary (scripts/bench_train.py ``--paired``): per-round ratios of
-medians, their median and the rounds won, checked against a hand computation."""
-import importlib.util
+"""The paired benchmark's summary (``python scripts/benchmark.py train --paired``,
+yolox_jax/bench/train.py): per-round ratios of medians, their median and the rounds won, checked
+against a hand computation."""
 import statistics
-from pathlib import Path
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench_train.py"
-_spec = importlib.util.spec_from_file_location("bench_train", _PATH)
-bench_train = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_train)
+from yolox_jax.bench import train as bench_train
 
 
 def test_paired_summary_ratios_per_round():

@@ -6,6 +6,7 @@
     yolox-jax train -n yolox-s --resume               # continue outputs/yolox-s exactly
     yolox-jax eval -n yolox-s --ckpt outputs/yolox-s
     yolox-jax predict --ckpt outputs/synthetic --path image.png
+    yolox-jax bench --quick                           # jit vs eager vs PyTorch, table + plots
 
 Overrides are ``section.key=value`` pairs, accepted anywhere on the line; an unknown key is an
 error. Mistakes in what you give (paths, files, values, checkpoints) print one line and exit
@@ -20,7 +21,8 @@ import re
 import sys
 
 # Each command is a module of this package with HELP, add_arguments(parser) and run(args) -> int.
-COMMANDS = ("train", "eval", "predict", "convert", "export", "verify", "assign-vis", "study-assign")
+COMMANDS = ("train", "eval", "predict", "convert", "export", "verify", "assign-vis", "study-assign",
+            "bench")
 
 _SECTIONS = ("model", "data", "train", "eval", "run")
 _OVERRIDE = re.compile(rf"^({'|'.join(_SECTIONS)})\.[A-Za-z_][A-Za-z0-9_]*=")

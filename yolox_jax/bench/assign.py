@@ -1,21 +1,23 @@
-"""Benchmark label assignment: ``python scripts/benchmark.py assign [options]``.
+"""Label-assignment benchmark: the ``assign_<name>`` workloads of ``yolox-jax bench`` (every
+assigner of the registry, jitted and eager), and ``python scripts/benchmark.py assign [options]``.
 
-Times the batched, jitted assignment two ways: ``jax.jit(simota_batch)`` (what the loss uses: gt
-buckets and anchor compaction, decided on device) and the plain ``jax.jit(jax.vmap(simota))``
-(dense ``[G, A]`` per image); both get gts padded to a fixed count. They are compared with
-(a) ``simota_batch`` run eagerly under ``jax.disable_jit()`` and (b) an official-style PyTorch
-loop over images, and the compiled programs' temporary memory and the process peak RSS are
-reported.
+The script times the batched, jitted assignment two ways: ``jax.jit(simota_batch)`` (what the
+loss uses: gt buckets and anchor compaction, decided on device) and the plain
+``jax.jit(jax.vmap(simota))`` (dense ``[G, A]`` per image); both get gts padded to a fixed count.
+They are compared with (a) ``simota_batch`` run eagerly under ``jax.disable_jit()`` and (b) an
+official-style PyTorch loop over images, and the compiled programs' temporary memory and the
+process peak RSS are reported.
 
 Two PyTorch baselines. (1) The official code itself when an unpacked yolox source tree is given
-(``--yolox-src``, default /tmp/yolox_src/yolox-0.3.0; the package cannot be pip-installed here,
-its build pins onnx): its ``YOLOXHead.get_assignments`` per image. Release 0.3.0 still has the
-legacy in-box-or-centre rule, so it is compared with ``candidate_rule="box_or_center"``.
-(2) For the current centre rule, this project's per-image re-implementation of the official
-``get_assignments`` / ``simota_matching`` control flow, written from docs/official-behaviour.md §3.1-3.3: boolean indexing to the candidate anchors, a [G, N, C] repeated
+(``--yolox-src``, default /tmp/yolox_src/yolox-0.3.0) or, in ``yolox-jax bench``, an installed
+``yolox``: its ``YOLOXHead.get_assignments`` per image. Release 0.3.0 still has the legacy
+in-box-or-centre rule, so it is compared with ``candidate_rule="box_or_center"``. (2) For the
+current centre rule, a per-image re-implementation of the official ``get_assignments`` /
+``simota_matching`` control flow (``TORCH_LOOP`` below, written from docs/official-behaviour.md
+§3.1-3.3): boolean indexing to the candidate anchors, a [G, N, C] repeated
 ``F.binary_cross_entropy`` class cost, a Python loop of ``torch.topk`` per gt and the conflict
-fix-up, one image at a time with only that image's valid gts (no padding). It runs in a
-subprocess with ``--torch-python`` (default: this interpreter if it can import torch, else
+fix-up, one image at a time with only that image's valid gts (no padding). Both run in a
+subprocess with ``--torch-python`` (default: this interpreter if it has torch, else
 /tmp/tvenv/bin/python if present), so torch need not live in the JAX environment.
 """
 from __future__ import annotations
@@ -23,18 +25,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_common import machine, time_fn  # noqa: E402
+from yolox_jax.bench.common import (
+    OFFICIAL_SCRIPT,
+    machine,
+    measure_eager,
+    measure_jit,
+    peak_rss_mib,
+    run_script,
+    skipped,
+    speedups,
+    time_fn,
+)
 
 TORCH_LOOP = r'''
 import json, resource, sys, time
@@ -121,18 +128,6 @@ if __name__ == "__main__":
 '''
 
 
-def peak_rss_mb():
-    """Peak resident memory of this process so far (VmHWM), MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def make_inputs(batch, hw, num_classes, num_gts, pad, seed=0):
     """Random but plausible predictions (decoded around their anchors) and gts padded to ``pad``."""
     from yolox_jax.ops.anchors import anchor_grid
@@ -161,16 +156,17 @@ def make_inputs(batch, hw, num_classes, num_gts, pad, seed=0):
 # image the way YOLOXHead.get_losses calls it (valid gts only). The pip release 0.3.0 still has
 # the legacy "in box or in centre" rule (r = 2.5, penalty 1e5): compare with that option.
 TORCH_OFFICIAL = r'''
-import json, sys, time
+import importlib.util, json, sys, time
 import numpy as np
 import torch
-sys.path.insert(0, sys.argv[5])
-from bench_train import _import_official
+spec = importlib.util.spec_from_file_location("yolox_bench_official", sys.argv[5])
+official = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(official)
 
 def main(path, repeat, threads, src):
     if threads:
         torch.set_num_threads(threads)
-    models = _import_official(src)
+    models = official.import_official(src)
     d = np.load(path)
     t = {k: torch.from_numpy(d[k]) for k in d.files}
     b, a, c = t["cls"].shape
@@ -201,33 +197,15 @@ if __name__ == "__main__":
 
 
 def find_torch_python(explicit):
-    if explicit:
-        return explicit if explicit != "none" else None
-    try:
-        import torch  # noqa: F401
-        return sys.executable
-    except ImportError:
-        pass
+    """``explicit`` ('none': none), else this interpreter if it has torch, else
+    /tmp/tvenv/bin/python if present."""
+    from yolox_jax.bench.common import find_torch_python as find
+
+    found = find(explicit)
+    if found or explicit:
+        return found
     cand = "/tmp/tvenv/bin/python"
     return cand if os.path.exists(cand) else None
-
-
-def run_script(python, source, inputs, *args):
-    """Run ``source`` (one of the torch scripts above) as ``python script inputs.npz *args`` in a
-    subprocess; returns its last stdout line as JSON plus the foreground masks it saved."""
-    with tempfile.TemporaryDirectory() as tmp:
-        data = os.path.join(tmp, "inputs.npz")
-        np.savez(data, **inputs)
-        script = os.path.join(tmp, "torch_script.py")
-        with open(script, "w") as f:
-            f.write(source)
-        proc = subprocess.run([python, script, data, *map(str, args)], capture_output=True,
-                              text=True)
-        if proc.returncode:
-            raise RuntimeError(f"torch benchmark script failed:\n{proc.stderr[-2000:]}")
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["fg"] = np.load(data + ".fg.npy")
-        return result
 
 
 def main(argv=None):
@@ -268,15 +246,10 @@ def main(argv=None):
         # The anchor grid is a compile-time constant, as in the loss (anchor_grid is NumPy).
         grid_xy, strides = inputs["grid_xy"], inputs["strides"]
         xs = [jax.device_put(inputs[k]) for k in keys if k not in ("grid_xy", "strides")]
-        t0 = time.perf_counter()
-        compiled = jax.jit(lambda p, c, o, gb, gc, gm: fn(p, c, o, grid_xy, strides, gb, gc, gm)
-                           ).lower(*xs).compile()
-        compile_s = time.perf_counter() - t0
-        mem = compiled.memory_analysis()
-        temp_mb = getattr(mem, "temp_size_in_bytes", 0) / 2**20 if mem is not None else float("nan")
-        seconds = time_fn(lambda: jax.block_until_ready(compiled(*xs)), warmup=1,
-                          repeat=args.repeat)
-        return compiled(*xs), seconds, compile_s, temp_mb
+        fig, out = measure_jit(lambda p, c, o, gb, gc, gm: fn(p, c, o, grid_xy, strides, gb, gc, gm),
+                               xs, batch=1, warmup=1, repeats=args.repeat)
+        temp_mb = fig["program_mib"]["temp"] if fig["program_mib"] else float("nan")
+        return out, fig["median_s"], fig["lower_s"] + fig["compile_s"], temp_mb
 
     if args.assigners:
         return time_assigners(args, hw, keys, compile_and_time)
@@ -296,7 +269,7 @@ def main(argv=None):
                "same_as_dense": bool((np.asarray(out.fg_mask) == np.asarray(dense.fg_mask)).all()
                                      and (np.asarray(out.matched_gt)
                                           == np.asarray(dense.matched_gt)).all()),
-               "rss_mb": peak_rss_mb()}
+               "rss_mb": peak_rss_mib()}
         if b <= args.eager_max_batch:
             with jax.disable_jit():
                 row["eager_s"] = time_fn(lambda: jax.block_until_ready(simota_batch(*xs)),
@@ -313,7 +286,7 @@ def main(argv=None):
             legacy, legacy_s, _, _ = compile_and_time(
                 partial(simota_batch, candidate_rule="box_or_center", with_max_iou=False), inputs)
             off = run_script(torch_python, TORCH_OFFICIAL, inputs, args.repeat,
-                             args.torch_threads, args.yolox_src, Path(__file__).parent)
+                             args.torch_threads, args.yolox_src, OFFICIAL_SCRIPT)
             row.update(legacy_s=legacy_s, official_s=off["seconds"],
                        official_agree=bool((off["fg"] == np.asarray(legacy.fg_mask)).all()))
         rows.append(row)
@@ -345,7 +318,7 @@ def main(argv=None):
             f"{r.get('torch_agree', '-')} |" + (f" {fmt(r.get('ota_s'))} |" if args.ota else ""))
     lines += ["", "† This project's per-image PyTorch re-implementation of the official SimOTA "
               "loop with the current centre rule (GitHub main; the pip release 0.3.0 predates it, "
-              "see the table below for that code itself): scripts/bench_assign.py `TORCH_LOOP`, "
+              "see the table below for that code itself): yolox_jax/bench/assign.py `TORCH_LOOP`, "
               "unpadded gts, CPU.",
               "‡ `with_max_iou=False`: fg mask, matched gt/class/IoU, dynamic k, candidates — what "
               "the official loop computes (and what the loss uses with the official binary "
@@ -404,6 +377,86 @@ def time_assigners(args, hw, keys, compile_and_time) -> int:
     if args.markdown:
         Path(args.markdown).write_text(text + "\n")
     return 0
+
+
+KEYS = ("pred", "cls", "obj", "grid_xy", "strides", "gt_boxes", "gt_classes", "gt_mask")
+
+
+def workload(s) -> dict:
+    """One ``assign_<name>`` entry per assigner of ``s.assigners`` (default: every name of the
+    registry): jitted and eager on the same inputs (``s.gts`` gts per image padded to ``s.pad``,
+    80 classes); SimOTA also against the PyTorch per-image loop and, when the official YOLOX is
+    importable, its own ``get_assignments``."""
+    import jax
+
+    from yolox_jax.assign.registry import assigner_names, get_assigner
+
+    inputs = make_inputs(s.batch, s.hw, 80, s.gts, s.pad)
+    # The anchor grid is a compile-time constant, as in the loss (anchor_grid is NumPy).
+    grid_xy, strides = inputs["grid_xy"], inputs["strides"]
+    xs = [jax.device_put(inputs[k]) for k in KEYS if k not in ("grid_xy", "strides")]
+    out = {}
+    for name in s.assigners or assigner_names():
+        fn = get_assigner(name)
+
+        def call(p, c, o, gb, gc, gm, fn=fn):
+            return fn(p, c, o, grid_xy, strides, gb, gc, gm)
+
+        jit, res = measure_jit(call, xs, batch=s.batch, warmup=s.warmup, repeats=s.repeats)
+        jit["fg_per_gt"] = float(np.asarray(res.num_fg).sum()) / (s.batch * s.gts)
+        eager = (measure_eager(lambda: call(*xs), batch=s.batch, repeats=s.eager_repeats)
+                 if "assign" in s.eager else skipped("not requested (--eager)"))
+        entry = {"label": f"assign {name}", "unit": "batch", "size": list(s.hw),
+                 "batch": s.batch, "anchors": int(inputs["pred"].shape[1]), "gts": s.gts,
+                 "pad": s.pad, "jit": jit, "eager": eager,
+                 "torch": skipped("no PyTorch reference of this assigner")}
+        if name == "simota":
+            entry.update(_simota_references(s, inputs, res))
+        entry["speedup"] = speedups(entry)
+        out[f"assign_{name}"] = entry
+    return out
+
+
+def _simota_references(s, inputs, res) -> dict:
+    """``torch``: the per-image PyTorch loop (official SimOTA control flow, centre rule);
+    ``torch_official``: the official ``get_assignments`` per image (the 0.3.0 release's legacy
+    rule) against ``simota_batch(candidate_rule="box_or_center")``."""
+    out = {}
+    why = s.reference.need(official=False)
+    if why is not None:
+        return {"torch": skipped(why)}
+    try:
+        tr = s.reference.script(TORCH_LOOP, inputs, s.repeats, 0)
+    except RuntimeError as err:
+        return {"torch": skipped(" ".join(str(err).split())[-300:])}
+    out["torch"] = {"impl": f"PyTorch per-image loop, official SimOTA control flow "
+                            f"(torch {tr['torch']}, {tr['threads']} threads)",
+                    "median_s": tr["seconds"], "repeats": s.repeats,
+                    "images_per_s": s.batch / tr["seconds"], "peak_rss_mib": tr["maxrss_mb"],
+                    "same_fg": bool((tr["fg"] == np.asarray(res.fg_mask)).all())}
+    if s.reference.need(official=True) is None:
+        import jax
+
+        from yolox_jax.assign import simota_batch
+
+        grid_xy, strides = inputs["grid_xy"], inputs["strides"]
+        xs = [jax.device_put(inputs[k]) for k in KEYS if k not in ("grid_xy", "strides")]
+        legacy = partial(simota_batch, candidate_rule="box_or_center", with_max_iou=False)
+        jit, lres = measure_jit(lambda p, c, o, gb, gc, gm: legacy(p, c, o, grid_xy, strides,
+                                                                    gb, gc, gm),
+                                xs, batch=s.batch, warmup=s.warmup, repeats=s.repeats)
+        try:
+            off = s.reference.script(TORCH_OFFICIAL, inputs, s.repeats, 0, s.reference.root,
+                                     OFFICIAL_SCRIPT)
+            out["torch_official"] = {
+                "impl": "official YOLOX get_assignments per image (legacy in-box-or-centre "
+                        f"rule of release 0.3.0; torch {off['torch']})",
+                "median_s": off["seconds"], "jit_median_s": jit["median_s"],
+                "over_jit": off["seconds"] / jit["median_s"],
+                "same_fg": bool((off["fg"] == np.asarray(lres.fg_mask)).all())}
+        except RuntimeError as err:
+            out["torch_official"] = skipped(" ".join(str(err).split())[-300:])
+    return out
 
 
 if __name__ == "__main__":

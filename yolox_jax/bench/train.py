@@ -1,6 +1,7 @@
-"""Training-throughput benchmark: ``python scripts/benchmark.py train [--models yolox-tiny:416,yolox-s:640]
-[--batch 8] [--dtype float32|bfloat16] [--warmup 2] [--steps 5] [--torch-python PATH]
-[--yolox-src DIR] [--conv auto|xla|cpu|both] [--no-cache] [--skip-jax] [--paired R]``.
+"""Training-step benchmark: the ``train`` and ``startup`` workloads of ``yolox-jax bench``, and
+``python scripts/benchmark.py train [--models yolox-tiny:416,yolox-s:640] [--batch 8]
+[--dtype float32|bfloat16] [--warmup 2] [--steps 5] [--torch-python PATH] [--yolox-src DIR]
+[--conv auto|xla|cpu|both] [--no-cache] [--skip-jax] [--paired R]``.
 
 Ours: the trainer's step (``bind_train_step`` + ``make_optimizer`` + ``jit_train_step`` on a 1-D
 mesh, rbg-key ``jax.jit(model.init)``, EMA on, L1 off) on a synthetic batch
@@ -13,19 +14,12 @@ on a GPU/TPU whose peak is in ``PEAK_FLOPS`` ("n/a" on CPU). XLA's persistent co
 
 Official PyTorch YOLOX (optional): runs as a subprocess with ``--torch-python`` (a separate
 interpreter that has torch; yolox_jax itself never needs it) on the official YOLOX 0.3.0 source
-unpacked at ``--yolox-src``. Nothing is fetched at run time; set up once with::
+unpacked at ``--yolox-src`` (yolox_jax/bench/official.py). Nothing is fetched at run time; set up
+once with::
 
     python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch numpy
     /tmp/tvenv/bin/pip download yolox==0.3.0 --no-deps --no-binary :all: --no-build-isolation \
         -d /tmp/yolox_src && tar xzf /tmp/yolox_src/yolox-0.3.0.tar.gz -C /tmp/yolox_src
-
-Its step is the official ``Trainer.train_one_iter``: ``model.train()``; ``model(images, targets)``
--> loss dict; ``zero_grad``; ``total_loss.backward()``; ``SGD(momentum 0.9, nesterov, wd 5e-4 on
-conv weights only)``.step(); ModelEMA update (disable with ``--torch-no-ema``). It runs on CUDA
-when torch sees a GPU (``--torch-device``), then synchronising before each step's clock stops;
-``--torch-fp16`` is the official ``--fp16`` (autocast + GradScaler). Only
-``yolox.models`` is imported; the few helpers it pulls from ``yolox.utils`` (``bboxes_iou``,
-``meshgrid``) are loaded from their files, and loguru/torchvision are stubbed when missing.
 
 ``--paired R`` is the comparison to trust on a shared or throttled machine: both steps are
 compiled / warmed up once and kept alive (the official one in a ``--torch-serve`` subprocess that
@@ -47,56 +41,24 @@ import sys
 import time
 from pathlib import Path
 
-# Peak dense FLOP/s per device (bf16, fp32) by a lower-case substring of ``device_kind``.
-# fp32 on NVIDIA is the non-tensor-core figure; XLA may run fp32 convs/matmuls as TF32 on
-# Ampere+ (then the fp32 MFU reads high). TPUs have no separate fp32 peak: bf16 is used.
-PEAK_FLOPS = (
-    ("h200", 989e12, 67e12),
-    ("h100", 989e12, 67e12),
-    ("a100", 312e12, 19.5e12),
-    ("v5p", 459e12, 459e12),
-    ("v5 lite", 197e12, 197e12),
-    ("v5e", 197e12, 197e12),
-    ("v4", 275e12, 275e12),
+from yolox_jax.bench.common import (
+    OFFICIAL_SCRIPT,
+    compile_timed,
+    machine,
+    measure_eager,
+    memory_figures,
+    mfu,
+    peak_flops,
+    program_stats,
+    reset_peak_rss,
+    skipped,
+    speedups,
+    summary,
 )
+from yolox_jax.bench.official import has_official_source, load1 as _load1, synthetic_batch
+from yolox_jax.bench.official import timing as _timing
 
-MAX_LABELS = 120
 DEFAULT_MODELS = "yolox-tiny:416,yolox-s:640"
-OFFICIAL_DEPTH_WIDTH = {  # official exps/default/*.py
-    "yolox-nano": (0.33, 0.25, True), "yolox-tiny": (0.33, 0.375, False),
-    "yolox-s": (0.33, 0.50, False), "yolox-m": (0.67, 0.75, False),
-    "yolox-l": (1.0, 1.0, False), "yolox-x": (1.33, 1.25, False),
-}
-
-
-def peak_flops(device_kind: str, platform: str, dtype: str):
-    if platform == "cpu":
-        return None
-    kind = (device_kind or "").lower()
-    for key, bf16, fp32 in PEAK_FLOPS:
-        if key in kind:
-            return bf16 if dtype == "bfloat16" else fp32
-    return None
-
-
-def synthetic_batch(batch: int, hw: tuple[int, int], seed: int = 0, boxes: int = 10):
-    """uint8 images and ~``boxes`` random boxes per image (cls, cx, cy, w, h in pixels)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    h, w = hw
-    images = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
-    labels = np.zeros((batch, MAX_LABELS, 5), np.float32)
-    mask = np.zeros((batch, MAX_LABELS), bool)
-    for b in range(batch):
-        n = int(rng.integers(boxes - 2, boxes + 3))
-        bw = rng.uniform(0.05, 0.4, n) * w
-        bh = rng.uniform(0.05, 0.4, n) * h
-        cx = rng.uniform(bw / 2, w - bw / 2)
-        cy = rng.uniform(bh / 2, h - bh / 2)
-        labels[b, :n] = np.stack([rng.integers(0, 80, n).astype(np.float32), cx, cy, bw, bh], 1)
-        mask[b, :n] = True
-    return {"images": images, "labels": labels, "label_mask": mask}
 
 
 def _parse_models(spec: str):
@@ -106,10 +68,6 @@ def _parse_models(spec: str):
         h, _, w = (size or "640").partition("x")
         out.append((name, (int(h), int(w or h))))
     return out
-
-
-def _load1() -> float:
-    return os.getloadavg()[0]
 
 
 # ----------------------------------------------------------------------------------------- JAX
@@ -122,10 +80,13 @@ def _cache_files(path):
         return 0
 
 
-def setup_jax(name, hw, batch, dtype, cache_dir, conv="xla"):
-    """Compile the trainer's step for ``name`` at ``hw``. Returns ``(run, loss, info)``:
+def setup_jax(name, hw, batch, dtype, cache_dir, conv="xla", share=None, **model_overrides):
+    """Compile the trainer's step for ``name`` at ``hw``. Returns ``(run, loss, info, eager)``:
     ``run(n)`` takes n steps from the kept state and returns their seconds, ``loss()`` the last
-    step's total loss, ``info`` the compile figures."""
+    step's total loss, ``info`` the compile figures (the first step is taken and timed here,
+    ``first_step_s``), ``eager()`` one step of the same function under the caller's
+    ``jax.disable_jit()`` from the current state (the state is not advanced). ``share``: a dict
+    that receives a host copy of the initial variables (``share["variables"]``)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -137,7 +98,7 @@ def setup_jax(name, hw, batch, dtype, cache_dir, conv="xla"):
     from yolox_jax.train.step import bind_train_step
 
     mesh = make_mesh()
-    model = build_model(name, num_classes=80, conv=conv,
+    model = build_model(name, num_classes=80, conv=conv, **model_overrides,
                         **({"dtype": jnp.bfloat16} if dtype == "bfloat16" else {}))
     lr_fn = yolox_warm_cos_lr(0.01 / 64 * batch, 1000, 300, warmup_epochs=5, no_aug_epochs=15,
                               min_lr_ratio=0.05)
@@ -147,37 +108,30 @@ def setup_jax(name, hw, batch, dtype, cache_dir, conv="xla"):
     rng = jax.random.key(0, impl="rbg")
     init = jax.jit(lambda r: model.init(r, jnp.zeros((1, *hw, 3), jnp.float32), train=False),
                    out_shardings=replicated(mesh))
-    state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(init(rng))
+    variables = init(rng)
+    state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(variables)
     jax.block_until_ready(state)
     init_s = time.perf_counter() - t0
+    share_s = 0.0
+    if share is not None:  # before the first step donates buffers the state may share with them
+        t0 = time.perf_counter()
+        share["variables"] = jax.device_get(variables)
+        share_s = time.perf_counter() - t0
+    del variables
 
-    step = jit_train_step(
-        bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=True,
-                        loss_kwargs=dict(iou_loss_type="iou", obj_target="binary",
-                                         assign_kwargs=dict(center_radius=1.5))), mesh)
+    step_fn = bind_train_step(model=model, tx=tx, lr_fn=lr_fn, ema=True,
+                              loss_kwargs=dict(iou_loss_type="iou", obj_target="binary",
+                                               assign_kwargs=dict(center_radius=1.5)))
+    step = jit_train_step(step_fn, mesh)
     data = shard_batch(synthetic_batch(batch, hw), mesh)
     use_l1 = np.bool_(False)
 
     before = _cache_files(cache_dir) if cache_dir else 0
-    t0 = time.perf_counter()
-    lowered = step.lower(state, data, None, use_l1)
-    lower_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
+    compiled, lower_s, compile_s = compile_timed(step, state, data, None, use_l1)
     cache = "off"
     if cache_dir:
         cache = "miss" if _cache_files(cache_dir) > before else "hit"
-
-    flops = None
-    try:
-        ca = compiled.cost_analysis()
-        if isinstance(ca, (list, tuple)):  # older jax: one dict per computation
-            ca = ca[0] if ca else None
-        if ca:
-            flops = float(ca.get("flops", 0.0)) or None
-    except Exception as err:  # noqa: BLE001 - optional figure
-        print(f"  (cost_analysis unavailable: {err})", file=sys.stderr)
+    stats = program_stats(compiled)
 
     def run_step(st):
         try:
@@ -202,19 +156,17 @@ def setup_jax(name, hw, batch, dtype, cache_dir, conv="xla"):
         box["loss"] = float(m["total_loss"])
         return times
 
+    (first_step_s,) = run(1)
+
+    def eager():
+        return step_fn(box["state"], data, None, use_l1)
+
     dev = jax.devices()[0]
     info = {"impl": "yolox_jax", "model": name, "hw": hw, "batch": batch, "dtype": dtype,
             "init_s": init_s, "lower_s": lower_s, "compile_s": compile_s, "cache": cache,
-            "flops": flops, "peak": peak_flops(getattr(dev, "device_kind", ""), dev.platform,
-                                               dtype)}
-    return run, lambda: box["loss"], info
-
-
-def _timing(times, batch):
-    """Median / min / max of step seconds and images per second at the median."""
-    times = sorted(times)
-    sec = times[len(times) // 2]
-    return {"step_s": sec, "min_s": times[0], "max_s": times[-1], "img_s": batch / sec}
+            "first_step_s": first_step_s, "share_s": share_s, **stats,
+            "peak": peak_flops(getattr(dev, "device_kind", ""), dev.platform, dtype)}
+    return run, lambda: box["loss"], info, eager
 
 
 def _mfu(flops, peak, sec):
@@ -222,9 +174,10 @@ def _mfu(flops, peak, sec):
 
 
 def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir, conv="xla"):
-    run, loss, info = setup_jax(name, hw, batch, dtype, cache_dir, conv)
-    run(warmup)
+    run, loss, info, _ = setup_jax(name, hw, batch, dtype, cache_dir, conv)
+    run(warmup - 1)  # the first step was taken in setup_jax
     r = {**info, **_timing(run(steps), batch), "load": _load1(), "loss": loss()}
+    r.pop("program_mib", None)
     r["mfu"] = _mfu(r["flops"], r.pop("peak"), r["step_s"])
     return r
 
@@ -232,187 +185,79 @@ def bench_jax(name, hw, batch, dtype, warmup, steps, cache_dir, conv="xla"):
 # --------------------------------------------------------------------------------------- torch
 
 
-def _import_official(src: str):
-    """``yolox.models`` from an unpacked official source tree, without its heavy utils package."""
-    import importlib.util
-    import types
-
-    root = Path(src)
-    if not (root / "yolox" / "models" / "yolox.py").exists():
-        raise FileNotFoundError(f"no official YOLOX source at {root} (yolox/models/yolox.py)")
-    sys.path.insert(0, str(root))
-    try:
-        import loguru  # noqa: F401
-    except ImportError:
-        import logging
-
-        stub = types.ModuleType("loguru")
-        stub.logger = logging.getLogger("yolox")
-        sys.modules["loguru"] = stub
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # missing, or built for another torch
-        for k in [k for k in sys.modules if k.startswith("torchvision")]:
-            del sys.modules[k]
-        sys.modules["torchvision"] = types.ModuleType("torchvision")
-    import yolox  # the package __init__ only sets __version__
-
-    utils = types.ModuleType("yolox.utils")
-    utils.__path__ = [str(root / "yolox" / "utils")]
-    sys.modules["yolox.utils"] = utils
-    yolox.utils = utils
-    for sub in ("boxes", "compat"):
-        spec = importlib.util.spec_from_file_location(f"yolox.utils.{sub}",
-                                                      root / "yolox" / "utils" / f"{sub}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    utils.bboxes_iou = sys.modules["yolox.utils.boxes"].bboxes_iou
-    utils.meshgrid = sys.modules["yolox.utils.compat"].meshgrid
-    import yolox.models as models
-
-    return models
-
-
-def official_step(cfg: dict):
-    """Runs inside the torch interpreter: build the official model, optimizer and EMA for
-    ``cfg``; returns ``(step, info)`` where ``step()`` runs one train step and returns its loss."""
-    import math
-    from copy import deepcopy
-
-    import numpy as np
-    import torch
-    import torch.nn as nn
-
-    models = _import_official(cfg["yolox_src"])
-    name, hw, batch = cfg["model"], tuple(cfg["hw"]), cfg["batch"]
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    depth, width, depthwise = OFFICIAL_DEPTH_WIDTH[name]
-    torch.manual_seed(0)
-    in_channels = [256, 512, 1024]
-    backbone = models.YOLOPAFPN(depth, width, in_channels=in_channels, act="silu",
-                                depthwise=depthwise)
-    head = models.YOLOXHead(80, width, in_channels=in_channels, act="silu", depthwise=depthwise)
-    model = models.YOLOX(backbone, head)
-    for m in model.modules():  # official Exp.get_model
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
-    model.head.initialize_biases(1e-2)
-    want = cfg.get("device") or "auto"
-    device = torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    amp = bool(cfg.get("amp")) and device.type == "cuda"  # official Trainer's --fp16
-    model.to(device).train()
-
-    pg0, pg1, pg2 = [], [], []  # official Exp.get_optimizer
-    for _, v in model.named_modules():
-        if hasattr(v, "bias") and isinstance(v.bias, nn.Parameter):
-            pg2.append(v.bias)
-        if isinstance(v, nn.BatchNorm2d) or "bn" in _:
-            pg0.append(v.weight)
-        elif hasattr(v, "weight") and isinstance(v.weight, nn.Parameter):
-            pg1.append(v.weight)
-    lr = 0.01 / 64 * batch
-    opt = torch.optim.SGD(pg0, lr=lr, momentum=0.9, nesterov=True)
-    opt.add_param_group({"params": pg1, "weight_decay": 5e-4})
-    opt.add_param_group({"params": pg2})
-
-    ema_model = deepcopy(model).eval() if cfg.get("ema", True) else None
-    for p in (ema_model.parameters() if ema_model is not None else []):
-        p.requires_grad_(False)
-    updates = [0]
-
-    def ema_update():  # official ModelEMA.update
-        updates[0] += 1
-        d = 0.9998 * (1 - math.exp(-updates[0] / 2000))
-        with torch.no_grad():
-            msd = model.state_dict()
-            for k, v in ema_model.state_dict().items():
-                if v.dtype.is_floating_point:
-                    v *= d
-                    v += (1.0 - d) * msd[k].detach()
-
-    data = synthetic_batch(batch, hw)
-    images = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float().contiguous()
-    targets = torch.from_numpy(data["labels"])  # padded rows are all-zero, as the official loader
-    images, targets = images.to(device), targets.to(device)
-    scaler = torch.cuda.amp.GradScaler(enabled=amp) if amp else None
-
-    def step():  # official Trainer.train_one_iter (the batch already on the device)
-        if amp:
-            with torch.autocast("cuda", dtype=torch.float16):
-                outputs = model(images, targets)
-            opt.zero_grad()
-            scaler.scale(outputs["total_loss"]).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            outputs = model(images, targets)
-            opt.zero_grad()
-            outputs["total_loss"].backward()
-            opt.step()
-        if ema_model is not None:
-            ema_update()
-        loss = float(outputs["total_loss"].detach())
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return loss
-
-    info = {"impl": f"official torch {torch.__version__}"
-                    + (f" on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
-            "model": name, "hw": list(hw), "batch": batch,
-            "dtype": "float16 autocast" if amp else "float32", "threads": torch.get_num_threads(),
-            "ema": ema_model is not None, "device": device.type}
-    return step, info
-
-
-def _timed(step, n):
-    """Seconds of each of ``n`` calls of ``step`` and the last call's value."""
-    times, value = [], float("nan")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        value = step()
-        times.append(time.perf_counter() - t0)
-    return times, value
-
-
-def torch_worker(cfg: dict) -> dict:
-    """Runs inside the torch interpreter: time the official train step, return a dict."""
-    step, info = official_step(cfg)
-    _timed(step, cfg["warmup"])
-    times, loss = _timed(step, cfg["steps"])
-    return {**info, **_timing(times, cfg["batch"]), "load": _load1(), "loss": loss}
-
-
-def torch_serve(cfg: dict) -> None:
-    """Runs inside the torch interpreter for ``--paired``: build and warm up the official step,
-    print ``READY``, then for each line ``n`` on stdin run n steps and print their seconds."""
-    step, info = official_step(cfg)
-    _timed(step, cfg["warmup"])
-    print("READY " + json.dumps(info), flush=True)
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        times, loss = _timed(step, int(line))
-        print("TIMES " + json.dumps({"times": times, "loss": loss}), flush=True)
-
-
 def bench_torch(python, src, name, hw, batch, warmup, steps, ema, threads, device="auto",
                 amp=False):
     if not python or not Path(python).exists():
         return {"error": f"torch interpreter not available ({python or 'no --torch-python'})"}
-    if not Path(src, "yolox", "models", "yolox.py").exists():
+    if not has_official_source(src):
         return {"error": f"official YOLOX source not available at {src}"}
     cfg = {"yolox_src": src, "model": name, "hw": list(hw), "batch": batch, "warmup": warmup,
            "steps": steps, "ema": ema, "threads": threads, "device": device, "amp": amp}
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--torch-worker", json.dumps(cfg)],
+    proc = subprocess.run([python, str(OFFICIAL_SCRIPT), "--torch-worker", json.dumps(cfg)],
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"error": "torch run failed: " + " | ".join(tail)}
     return json.loads(lines[-1][len("RESULT "):])
+
+
+# ------------------------------------------------------------------------- yolox-jax bench
+
+
+def workload(s, names=("train", "startup")) -> dict:
+    """The ``train`` entry (the training step: jit, eager, official) and the ``startup`` entry
+    (time to the first step: model init, trace + lower, compile, first step; eager's first step;
+    the official model's build and first step) of ``yolox-jax bench``, for settings ``s``."""
+    t_start = time.perf_counter()
+    share = {}
+    run, loss, info, eager_step = setup_jax(s.model, s.hw, s.batch, s.dtype, "", s.conv,
+                                            share=share, **s.model_overrides)
+    s.shared[("variables", s.model, s.width)] = share["variables"]
+    to_first_step = time.perf_counter() - t_start - info["share_s"]  # not the trainer's work
+    reset_peak_rss()
+    run(s.warmup - 1)
+    times = run(s.repeats)
+    jit = {"lower_s": info["lower_s"], "compile_s": info["compile_s"],
+           **summary(times, s.batch), "flops": info["flops"], "program_mib": info["program_mib"],
+           **memory_figures(info["program_mib"]), "loss": loss()}
+    jit["mfu"] = mfu(jit["flops"], jit["median_s"], s.dtype)
+
+    if "train" in s.eager:
+        eager = measure_eager(eager_step, batch=s.batch, repeats=s.eager_repeats)
+    else:
+        eager = skipped("not requested (--eager)")
+
+    ref_cfg = {"model": s.model, "hw": list(s.hw), "batch": s.batch, "warmup": s.warmup,
+               "steps": s.repeats, "ema": True, "threads": 0, "device": "auto", "amp": False}
+    why = s.reference.need_model(s.model, s.model_overrides)
+    if why is None:
+        r = s.reference.official("torch-worker", ref_cfg)
+        torch = skipped(r["error"]) if "error" in r else {
+            "impl": r["impl"], "threads": r["threads"], **summary(r["times"], s.batch),
+            "build_s": r["build_s"], "first_step_s": r["first_step_s"],
+            "peak_rss_mib": r["peak_rss_mib"], "loss": r["loss"]}
+    else:
+        torch = skipped(why)
+
+    common = {"model": s.model, "size": list(s.hw), "batch": s.batch, "dtype": s.dtype}
+    out = {}
+    if "train" in names:
+        out["train"] = {"label": "train step", "unit": "step", **common, "jit": jit,
+                        "eager": eager, "torch": torch}
+        out["train"]["speedup"] = speedups(out["train"])
+    if "startup" in names:
+        first = {"jit": {"median_s": to_first_step, "init_s": info["init_s"],
+                         "lower_s": info["lower_s"], "compile_s": info["compile_s"],
+                         "first_step_s": info["first_step_s"], "repeats": 1}}
+        first["eager"] = ({"median_s": eager["first_call_s"], "repeats": 1}
+                          if "first_call_s" in eager else eager)
+        first["torch"] = ({"median_s": torch["build_s"] + torch["first_step_s"],
+                           "build_s": torch["build_s"], "first_step_s": torch["first_step_s"],
+                           "repeats": 1} if "build_s" in torch else torch)
+        out["startup"] = {"label": "time to first train step", "unit": "run", **common, **first}
+        out["startup"]["speedup"] = speedups(out["startup"])
+    return out
 
 
 # -------------------------------------------------------------------------------------- paired
@@ -453,12 +298,12 @@ def bench_paired(args, name, hw, cache_dir, conv="xla"):
     cfg = {"yolox_src": args.yolox_src, "model": name, "hw": list(hw), "batch": args.batch,
            "warmup": args.warmup, "steps": args.steps, "ema": not args.torch_no_ema,
            "threads": args.torch_threads, "device": args.torch_device, "amp": args.torch_fp16}
-    proc = subprocess.Popen([args.torch_python, str(Path(__file__).resolve()), "--torch-serve",
+    proc = subprocess.Popen([args.torch_python, str(OFFICIAL_SCRIPT), "--torch-serve",
                              json.dumps(cfg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)  # its stderr goes to ours
     try:
-        run, loss, info = setup_jax(name, hw, args.batch, args.dtype, cache_dir, conv)
-        run(args.warmup)
+        run, loss, info, _ = setup_jax(name, hw, args.batch, args.dtype, cache_dir, conv)
+        run(args.warmup - 1)  # the first step was taken in setup_jax
         official_info = _tagged(proc, "READY ")
         ours, official = [], []
         for k in range(args.paired):
@@ -548,8 +393,6 @@ def main(argv=None):
     p.add_argument("--json", default="", help="also write all results to this JSON file")
     args = p.parse_args(argv)
 
-    from bench_common import machine
-
     cache_dir = ""
     if args.torch_python and not any(k in os.environ for k in (
             "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE",
@@ -617,8 +460,6 @@ def _convs(args, on_cpu):
 def _main_paired(args, cache_dir):
     import jax
 
-    from bench_common import machine
-
     if args.skip_jax:
         raise SystemExit("--paired compares both sides; drop --skip-jax")
     print("| implementation | model | input | batch | rounds x steps | ours ms / step median "
@@ -637,17 +478,3 @@ def _main_paired(args, cache_dir):
                   flush=True)
     _write_json(args.json, machine(), results)
     return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--torch-worker":
-        print("RESULT " + json.dumps(torch_worker(json.loads(sys.argv[2]))), flush=True)
-        sys.exit(0)
-    if len(sys.argv) == 3 and sys.argv[1] == "--torch-serve":
-        torch_serve(json.loads(sys.argv[2]))
-        sys.exit(0)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from yolox_jax.cpu import tune_process
-
-    tune_process()          # as benchmark.py and the command line do (a no-op off CPU)
-    sys.exit(main())

@@ -1,4 +1,5 @@
-"""Post-processing / NMS benchmark: ``python scripts/benchmark.py nms [--batch 8] [--quick]``.
+"""Post-processing / NMS benchmark: the ``nms`` workload of ``yolox-jax bench``, and
+``python scripts/benchmark.py nms [--batch 8] [--repeat 5] [--no-eager]``.
 
 Setting of the official COCO evaluation: 8400 candidates (640x640 input), 80 classes,
 confidence 0.01, class-aware NMS at IoU 0.65. Inputs are synthetic but shaped like a trained
@@ -13,7 +14,7 @@ Rows:
   (class-offset trick + "take the best, drop IoU > t" loop). Torch runs in the interpreter given
   by ``--torch-python`` (default: this one, else /tmp/tvenv/bin/python) in a subprocess.
   PyPI's torchvision is a CUDA build whose ``_C.so`` will not load next to a CPU-only torch;
-  ``scripts/torchvision_cpu_stubs.sh`` builds stub CUDA libraries so that it does (run this
+  ``scripts/torchvision_cpu_stubs.sh`` (in the repository) builds stub CUDA libraries so that it does (run this
   benchmark with ``LD_LIBRARY_PATH`` pointing at them);
 * the hard NMS stage alone: torchvision ``batched_nms`` per image on the candidates over conf
   vs jitted ``nms_batched`` (K = 1000, so every survivor is kept as torchvision keeps them);
@@ -28,28 +29,38 @@ loaded machine the wall figures mostly measure waiting for a core.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from yolox_jax.bench.common import (
+    find_torch_python,
+    machine,
+    measure_eager,
+    measure_jit,
+    run_script,
+    skipped,
+    speedups,
+    time_fn,
+)
+
 CONF, IOU, NUM_CLASSES, HW = 0.01, 0.65, 80, (640, 640)
 
 
-def make_decoded(batch, seed=0, objects=12):
-    """[B, 8400, 85] decoded outputs: cx, cy, w, h, sigmoid(obj), sigmoid(cls)."""
+def make_decoded(batch, seed=0, objects=12, hw=HW):
+    """[B, A, 85] decoded outputs: cx, cy, w, h, sigmoid(obj), sigmoid(cls) (A = 8400 at the
+    default 640x640; objects and their sizes scale with ``hw``)."""
     rng = np.random.default_rng(seed)
     grids = []
     for s in (8, 16, 32):
-        h, w = HW[0] // s, HW[1] // s
+        h, w = hw[0] // s, hw[1] // s
         yv, xv = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         grids.append(np.stack([xv.ravel(), yv.ravel(), np.full(h * w, s)], 1))
     grid = np.concatenate(grids).astype(np.float32)  # [A, 3] gx, gy, stride
     a = len(grid)
+    scale = np.array([hw[1] / HW[1], hw[0] / HW[0]])  # x, y
     sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
     out = np.empty((batch, a, 5 + NUM_CLASSES), np.float32)
     for b in range(batch):
@@ -58,8 +69,8 @@ def make_decoded(batch, seed=0, objects=12):
         obj_logit = rng.normal(-7.5, 1.6, a)
         cls_logit = rng.normal(-5.0, 1.5, (a, NUM_CLASSES))
         for _ in range(objects):
-            ocx, ocy = rng.uniform(40, 600, 2)
-            ow, oh = np.exp(rng.uniform(np.log(16), np.log(400), 2))
+            ocx, ocy = rng.uniform(40 * scale, 600 * scale)
+            ow, oh = np.exp(rng.uniform(np.log(16 * scale), np.log(400 * scale)))
             ocls = rng.integers(NUM_CLASSES)
             near = np.hypot(centre[:, 0] - ocx, centre[:, 1] - ocy) < np.maximum(
                 2.5 * grid[:, 2], 0.4 * min(ow, oh))
@@ -128,7 +139,7 @@ TORCH_SRC = r'''
 import json, sys, time
 import numpy as np
 import torch
-decoded = torch.from_numpy(np.load(sys.argv[1]))
+decoded = torch.from_numpy(np.load(sys.argv[1])["decoded"])
 conf, iou_thr, repeat = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 try:
     import torchvision
@@ -193,13 +204,11 @@ print(json.dumps({"impl": impl, "threads": torch.get_num_threads(), "torch": tor
 
 
 def torch_python(arg):
-    if arg:
-        return arg
-    try:
-        import torch  # noqa: F401
-        return sys.executable
-    except ImportError:
-        return "/tmp/tvenv/bin/python" if os.path.exists("/tmp/tvenv/bin/python") else None
+    """``arg``, else this interpreter if it has torch, else /tmp/tvenv/bin/python if present."""
+    found = find_torch_python(arg)
+    if found or arg:
+        return found
+    return "/tmp/tvenv/bin/python" if os.path.exists("/tmp/tvenv/bin/python") else None
 
 
 def main(argv=None):
@@ -214,7 +223,6 @@ def main(argv=None):
     import jax
 
     import yolox_jax
-    from bench_common import machine, time_fn
     from yolox_jax.nms import nms_batched
 
     decoded_np = make_decoded(args.batch)
@@ -250,29 +258,20 @@ def main(argv=None):
     torch_note = "torch not found: no torch comparison"
     py = torch_python(args.torch_python)
     if py:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "decoded.npy")
-            src = os.path.join(tmp, "torch_post.py")
-            np.save(path, decoded_np)
-            with open(src, "w") as f:
-                f.write(TORCH_SRC)
-            proc = subprocess.run([py, src, path, str(CONF), str(IOU), str(args.repeat)],
-                                  capture_output=True, text=True)
-        if proc.returncode == 0:
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+        try:
+            res = run_script(py, TORCH_SRC, {"decoded": decoded_np}, CONF, IOU, args.repeat)
+        except RuntimeError as err:
+            res = None
+            torch_note = f"torch run failed: {str(err).strip().splitlines()[-1:]}"
+        if res is not None:
             rows.append((f"official-style torch postprocess, {res['impl']}, all kept",
                          res["median_s"] * 1e3, res["cpu_ms"]))
             rows.append((f"hard NMS stage only, {res['impl']} per image, all kept",
                          res["stage_s"] * 1e3, res["stage_cpu_ms"]))
             torch_note = (f"torch {res['torch']} ({res['threads']} threads) via {py}; "
                           f"{res['impl']}")
-            same = all(
-                np.array_equal(np.asarray(full.scores[b][full.valid[b]]),
-                               scores_np[b, res["kept"][b]])
-                for b in range(args.batch))
+            same = same_kept(full, scores_np, res["kept"])
             torch_note += f"; kept boxes and order identical to JAX K=1000: {same}"
-        else:
-            torch_note = f"torch run failed: {proc.stderr.strip().splitlines()[-1:]}"
 
     hard_stage = jax.jit(lambda b, s, c: nms_batched(
         b, s, IOU, max_output=1000, classes=c, score_threshold=CONF, method="hard"))
@@ -296,7 +295,7 @@ def main(argv=None):
         f"Machine: {machine()}",
         "",
         f"Batch {args.batch} x 8400 candidates, 80 classes, conf {CONF}, IoU {IOU}, class-aware "
-        f"(synthetic decoded outputs, `scripts/bench_nms.py`). Candidates over conf per image: "
+        f"(synthetic decoded outputs, `yolox_jax/bench/nms.py`). Candidates over conf per image: "
         f"{n_cand.tolist()}; kept by hard NMS: {n_kept.tolist()}.",
         f"Torch: {torch_note}.",
         "",
@@ -310,6 +309,56 @@ def main(argv=None):
         with open(args.out, "w") as f:
             f.write(text + "\n")
     return 0
+
+
+def same_kept(dets, scores_np, kept) -> bool:
+    """Whether ``dets`` (all survivors, in order) keep the boxes a torch run kept, in its order."""
+    import jax
+
+    dets = jax.device_get(dets)
+    return all(np.array_equal(np.asarray(dets.scores[b][dets.valid[b]]), scores_np[b, kept[b]])
+               for b in range(len(kept)))
+
+
+def workload(s) -> dict:
+    """The ``nms`` entry: hard-NMS postprocess (conf 0.01, IoU 0.65, class-aware, K = 100) of
+    synthetic decoded outputs at the benchmark's size; jitted, eager, and the official-style
+    torch postprocess (per-image loop with torchvision's ``batched_nms``, or a torch-only
+    equivalent when torchvision does not load)."""
+    import jax
+
+    import yolox_jax
+
+    decoded_np = make_decoded(s.batch, hw=s.hw)
+    decoded = jax.device_put(decoded_np)
+
+    def post(d, k=100):
+        return yolox_jax.postprocess(d, conf_threshold=CONF, nms_threshold=IOU, max_detections=k)
+
+    jit, _ = measure_jit(post, (decoded,), batch=s.batch, warmup=s.warmup, repeats=s.repeats)
+    scores = prepare(decoded_np)[1]
+    jit["candidates"] = int((scores >= CONF).sum())
+    eager = (measure_eager(lambda: post(decoded), batch=s.batch, repeats=s.eager_repeats)
+             if "nms" in s.eager else skipped("not requested (--eager)"))
+    why = s.reference.need(official=False)
+    if why is None:
+        try:
+            res = s.reference.script(TORCH_SRC, {"decoded": decoded_np}, CONF, IOU, s.repeats)
+            full = jax.jit(lambda d: post(d, 1000))(decoded)
+            torch = {"impl": f"official-style postprocess, {res['impl']}, every survivor kept "
+                             f"(torch {res['torch']}, {res['threads']} threads)",
+                     "median_s": res["median_s"], "repeats": s.repeats,
+                     "images_per_s": s.batch / res["median_s"],
+                     "same_kept": same_kept(full, scores, res["kept"])}
+        except RuntimeError as err:
+            torch = skipped(" ".join(str(err).split())[-300:])
+    else:
+        torch = skipped(why)
+    entry = {"label": "postprocess (hard NMS)", "unit": "batch", "size": list(s.hw),
+             "batch": s.batch, "anchors": int(decoded_np.shape[1]), "conf": CONF, "iou": IOU,
+             "max_detections": 100, "jit": jit, "eager": eager, "torch": torch}
+    entry["speedup"] = speedups(entry)
+    return {"nms": entry}
 
 
 if __name__ == "__main__":

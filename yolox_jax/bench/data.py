@@ -1,4 +1,5 @@
-"""Input-pipeline throughput: ``python scripts/benchmark.py data [--workers 1 2 4] [--write /tmp/bench_data.md]``.
+"""Input-pipeline throughput: the ``data_*`` workloads of ``yolox-jax bench``, and
+``python scripts/benchmark.py data [--workers 1 2 4] [--write /tmp/bench_data.md]``.
 
 Builds a COCO-format folder of synthetic 480x640 JPEGs (so JPEG decode is part of the cost, as
 with real COCO), then measures images/s of
@@ -12,12 +13,29 @@ and date, ready for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import os
+import shutil
 import tempfile
 import time
 
-from bench_common import machine
+from yolox_jax.bench.common import machine, skipped
+
+
+def jpeg_source(root, num_images: int, image_hw: tuple[int, int]):
+    """A COCO-format folder of ``num_images`` synthetic JPEGs under ``root`` (written unless
+    there), as a ``CocoSource``; returns ``(source, wrote)``."""
+    from yolox_jax.data import CocoSource, SyntheticShapes, write_coco_json
+
+    ann = os.path.join(root, "instances.json")
+    img_dir = os.path.join(root, "images")
+    wrote = not os.path.exists(ann)
+    if wrote:
+        write_coco_json(SyntheticShapes(num_images, image_size=tuple(image_hw), num_classes=3,
+                                        seed=0),
+                        ann, image_dir=img_dir, image_format="jpg", jpeg_quality=90)
+    return CocoSource(ann, img_dir), wrote
 
 
 def _measure(loader, warmup: int, batches: int) -> float:
@@ -48,21 +66,17 @@ def main(argv=None) -> int:
     p.add_argument("--write", metavar="MD", help="also write the table to this Markdown file")
     args = p.parse_args(argv)
 
-    from yolox_jax.data import CocoSource, SyntheticShapes, eval_loader, train_loader, write_coco_json
+    from yolox_jax.data import eval_loader, train_loader
 
     tmp = None
     root = args.data_dir
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_data_")
         root = tmp.name
-    ann = os.path.join(root, "instances.json")
-    img_dir = os.path.join(root, "images")
-    if not os.path.exists(ann):
-        t0 = time.perf_counter()
-        write_coco_json(SyntheticShapes(args.num_images, image_size=(480, 640), num_classes=3, seed=0),
-                        ann, image_dir=img_dir, image_format="jpg", jpeg_quality=90)
+    t0 = time.perf_counter()
+    source, wrote = jpeg_source(root, args.num_images, (480, 640))
+    if wrote:
         print(f"# wrote {args.num_images} 480x640 JPEGs in {time.perf_counter() - t0:.1f}s to {root}")
-    source = CocoSource(ann, img_dir)
     size = (args.input_size, args.input_size)
     common = dict(input_size=size, batch_size=args.batch_size, seed=0)
 
@@ -109,3 +123,46 @@ def main(argv=None) -> int:
     if tmp is not None:
         tmp.cleanup()
     return 0
+
+
+PIPELINES = (("mosaic", "data: train Mosaic+MixUp"), ("noaug", "data: train no-aug"),
+             ("eval", "data: eval letterbox"))
+
+
+def workload(s) -> dict:
+    """``data_mosaic``, ``data_noaug`` and ``data_eval``: images/s of the training pipeline
+    (official default augmentation: Mosaic, random affine, MixUp, HSV, flip), its no-augmentation
+    phase and the eval pipeline, at the benchmark's input size and batch, on synthetic JPEGs of
+    3/4 that size (decoding included), with ``s.data_workers`` worker processes (0: in this
+    process). Host-side NumPy/OpenCV: no JAX program, so no jit/eager figures."""
+    from yolox_jax.data import eval_loader, train_loader
+
+    h, w = s.hw
+    batches = max(s.repeats, 2)
+    warmup = max(s.warmup, 1)
+    num_images = max(16, s.batch * (warmup + batches + 1))
+    common = dict(input_size=tuple(s.hw), batch_size=s.batch, seed=0, num_workers=s.data_workers)
+    out = {}
+    # Removed at exit, not here: a loader's read-ahead threads may still be opening files after
+    # its iterator is closed.
+    root = tempfile.mkdtemp(prefix="bench_data_")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    image_hw = (max(32, h * 3 // 4), w)
+    source, _ = jpeg_source(root, num_images, image_hw)
+    loaders = {
+        "mosaic": lambda: train_loader(source, **common),
+        "noaug": lambda: train_loader(source, mosaic_prob=0.0, enable_mixup=False, **common),
+        "eval": lambda: eval_loader(source, input_size=tuple(s.hw), batch_size=s.batch,
+                                    num_workers=s.data_workers),
+    }
+    na = skipped("not applicable: host-side NumPy/OpenCV pipeline, no JAX program")
+    for key, label in PIPELINES:
+        n = batches if key != "eval" else min(batches, num_images // s.batch - warmup)
+        ips = _measure(loaders[key](), warmup, n)
+        out[f"data_{key}"] = {
+            "label": label, "unit": "batch", "size": list(s.hw), "batch": s.batch,
+            "host": {"images_per_s": ips, "workers": s.data_workers, "batches": n,
+                     "warmup": warmup, "images": num_images, "image_hw": list(image_hw)},
+            "jit": na, "eager": na,
+            "torch": skipped("no reference: the official PyTorch loader is not measured")}
+    return out
