@@ -337,20 +337,25 @@ class Reference:
     def official(self, mode: str, cfg: dict) -> dict:
         """Run ``official.py --<mode> cfg`` in the torch interpreter; its result dict, or
         ``{"error": ...}``."""
-        cfg = {"yolox_src": self.root, **cfg}
-        proc = subprocess.run([self.python, str(OFFICIAL_SCRIPT), f"--{mode}", json.dumps(cfg)],
-                              capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            return {"error": "torch run failed: " + " | ".join(tail)}
-        return json.loads(lines[-1][len("RESULT "):])
+        return run_official(self.python, mode, {"yolox_src": self.root, **cfg})
 
     def script(self, source: str, arrays: dict, *args) -> dict:
         """Run ``source`` as ``python script.py arrays.npz *args`` in the torch interpreter;
         returns its last stdout line as JSON, with ``fg`` when the script saved
         ``arrays.npz.fg.npy``."""
         return run_script(self.python, source, arrays, *args)
+
+
+def run_official(python, mode: str, cfg: dict) -> dict:
+    """Run ``official.py --<mode> cfg`` in the interpreter ``python``; its ``RESULT`` dict, or
+    ``{"error": ...}`` with the end of its output."""
+    proc = subprocess.run([python, str(OFFICIAL_SCRIPT), f"--{mode}", json.dumps(cfg)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": "torch run failed: " + " | ".join(tail)}
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def run_script(python, source, arrays, *args) -> dict:

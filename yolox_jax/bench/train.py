@@ -51,6 +51,7 @@ from yolox_jax.bench.common import (
     peak_flops,
     program_stats,
     reset_peak_rss,
+    run_official,
     skipped,
     speedups,
     summary,
@@ -193,13 +194,7 @@ def bench_torch(python, src, name, hw, batch, warmup, steps, ema, threads, devic
         return {"error": f"official YOLOX source not available at {src}"}
     cfg = {"yolox_src": src, "model": name, "hw": list(hw), "batch": batch, "warmup": warmup,
            "steps": steps, "ema": ema, "threads": threads, "device": device, "amp": amp}
-    proc = subprocess.run([python, str(OFFICIAL_SCRIPT), "--torch-worker", json.dumps(cfg)],
-                          capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": "torch run failed: " + " | ".join(tail)}
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_official(python, "torch-worker", cfg)
 
 
 # ------------------------------------------------------------------------- yolox-jax bench
