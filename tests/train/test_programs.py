@@ -146,12 +146,21 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     assert len(set(sizes.values())) >= 2
     assert fast["time_to_first_step_s"] > 0
 
-    # Slow every background compile by 2 s: the loop waits, the schedule does not change.
-    submit = BackgroundCompiler.submit
+    # Make every background compile as late as it can be: it starts only once the loop waits
+    # for it (however fast this machine), then takes 2 s more. The loop stalls; the schedule
+    # does not change.
+    submit, wait = BackgroundCompiler.submit, BackgroundCompiler.wait
+    asked: dict[str, threading.Event] = {}
 
     def slow_submit(self, key, fn):
-        submit(self, key, lambda: (time.sleep(2.0), fn()))
+        asked.setdefault(key, threading.Event())
+        submit(self, key, lambda: (asked[key].wait(60), time.sleep(2.0), fn()))
 
+    def asking_wait(self, key, count=True):
+        asked.setdefault(key, threading.Event()).set()
+        return wait(self, key, count)
+
+    monkeypatch.setattr(BackgroundCompiler, "wait", asking_wait)
     monkeypatch.setattr(BackgroundCompiler, "submit", slow_submit)
     slow = run("slow", "run.max_steps=6")
     assert slow["stall_s"] > 0
