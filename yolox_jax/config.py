@@ -59,6 +59,11 @@ class DataConfig:
     batch_size: int = 64  # global batch, across all devices and hosts
     num_workers: int = 4
     max_labels: int = 120
+    # Where the augmentation of the Mosaic phase runs: "host" (the grain workers, NumPy/OpenCV)
+    # or "device" (the host decodes and pre-scales; Mosaic, random affine, MixUp, HSV and flip
+    # run jitted on the accelerator: yolox_jax/data/device_aug.py). The no-aug phase always
+    # runs on the host.
+    augment_on: str = "host"
     # augmentation (official yolox_base defaults)
     mosaic_prob: float = 1.0
     mixup_prob: float = 1.0

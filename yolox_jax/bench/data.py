@@ -6,9 +6,13 @@ with real COCO), then measures images/s of
   * the full training pipeline (Mosaic + random affine + MixUp + HSV + flip) at 640x640,
     for each worker count (0 = in-process),
   * the no-mosaic path (pre-scale + HSV + flip + letterbox: the last-15-epochs phase),
-  * the eval path (decode + letterbox).
+  * the eval path (decode + letterbox),
+  * the host part of ``data.augment_on=device`` (decode + pre-scale of the 4 mosaic tiles and
+    the MixUp partner), and the jitted device augmentation of such batches on JAX's default
+    device (``device_augment_seconds``).
 The first batches (worker start-up) are excluded.  Output: Markdown table rows with the machine
-and date, ready for docs/benchmarks.md.
+and date, ready for docs/benchmarks.md.  (The ``yolox-jax bench`` suite keeps its three data
+workloads; the device mode is measured here.)
 """
 from __future__ import annotations
 
@@ -38,20 +42,52 @@ def jpeg_source(root, num_images: int, image_hw: tuple[int, int]):
     return CocoSource(ann, img_dir), wrote
 
 
-def _measure(loader, warmup: int, batches: int) -> float:
-    """images/s over ``batches`` batches after ``warmup`` batches."""
+def _measure(loader, warmup: int, batches: int) -> tuple[float, float]:
+    """(images/s, CPU ms per image) over ``batches`` batches after ``warmup`` batches. The CPU
+    time is this process's, all threads (what one image costs the host's cores, whatever else
+    runs on them); it counts the work only with ``num_workers=0`` (in-process)."""
     it = iter(loader)
     try:
         for _ in range(warmup):
             next(it)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = 0
         for _ in range(batches):
-            n += next(it)["images"].shape[0]
-        return n / (time.perf_counter() - t0)
+            batch = next(it)
+            n += batch["images" if "images" in batch else "tiles"].shape[0]
+        return n / (time.perf_counter() - t0), 1e3 * (time.process_time() - c0) / n
     finally:
         if hasattr(it, "close"):
             it.close()
+
+
+def device_augment_seconds(source, input_size, batch_size: int, repeats: int = 5) -> dict:
+    """The jitted ``device_aug.augment_batch`` on a batch from the device-mode loader, on JAX's
+    default device: {"compile_s", "median_s" (per batch), "ms_per_image", "device"}."""
+    import jax
+    import numpy as np
+
+    from yolox_jax.bench.common import time_calls
+    from yolox_jax.data import train_loader
+    from yolox_jax.data.device_aug import AugmentOptions, jit_augment_batch
+
+    it = iter(train_loader(source, input_size=input_size, batch_size=batch_size, seed=0,
+                           augment_on="device"))
+    try:
+        host = next(it)
+    finally:
+        if hasattr(it, "close"):
+            it.close()
+    batch = jax.device_put(host)
+    fn = jit_augment_batch(AugmentOptions(input_hw=tuple(input_size)))
+    t0 = time.perf_counter()
+    compiled = fn.lower(batch, np.uint32(0)).compile()
+    compile_s = time.perf_counter() - t0
+    times = time_calls(lambda: jax.block_until_ready(compiled(batch, np.uint32(0))), warmup=1,
+                       repeat=repeats)
+    median = float(np.median(times))
+    return {"compile_s": compile_s, "median_s": median, "ms_per_image": 1e3 * median / batch_size,
+            "device": str(jax.devices()[0].device_kind)}
 
 
 def main(argv=None) -> int:
@@ -85,17 +121,23 @@ def main(argv=None) -> int:
     for w in args.workers:
         ips = _measure(train_loader(source, num_workers=w, **common), args.warmup, args.batches)
         rows.append((f"train Mosaic+MixUp {size[0]}x{size[1]}", w, ips))
-        print(f"| {rows[-1][0]} | {w} | {ips:.1f} |", flush=True)
+        print(_row(*rows[-1]), flush=True)
     for w in args.workers:
         ips = _measure(train_loader(source, num_workers=w, mosaic_prob=0.0, enable_mixup=False, **common),
                        args.warmup, args.batches)
         rows.append((f"train no-aug (letterbox+HSV+flip) {size[0]}x{size[1]}", w, ips))
-        print(f"| {rows[-1][0]} | {w} | {ips:.1f} |", flush=True)
+        print(_row(*rows[-1]), flush=True)
+    for w in args.workers:
+        ips = _measure(train_loader(source, num_workers=w, augment_on="device", **common),
+                       args.warmup, args.batches)
+        rows.append((f"train augment_on=device, host part (decode + pre-scale) {size[0]}x{size[1]}",
+                     w, ips))
+        print(_row(*rows[-1]), flush=True)
     for w in args.workers:
         ips = _measure(eval_loader(source, input_size=size, batch_size=args.batch_size, num_workers=w),
                        args.warmup, min(args.batches, args.num_images // args.batch_size - args.warmup))
         rows.append((f"eval letterbox {size[0]}x{size[1]}", w, ips))
-        print(f"| {rows[-1][0]} | {w} | {ips:.1f} |", flush=True)
+        print(_row(*rows[-1]), flush=True)
 
     header = [
         "## Data pipeline throughput",
@@ -110,12 +152,20 @@ def main(argv=None) -> int:
         "",
         "Workers are grain processes (`train_loader(num_workers=...)`), each computing whole batches; "
         "`train Mosaic+MixUp` = official default augmentation (mosaic_prob 1, mixup_prob 1, "
-        "mosaic_scale (0.1, 2)); `no-aug` = the last-15-epochs phase; `eval` = `eval_loader`.",
+        "mosaic_scale (0.1, 2)); `no-aug` = the last-15-epochs phase; `eval` = `eval_loader`; "
+        "`augment_on=device` = what the host still does in that mode. CPU ms / image: this "
+        "process's CPU time (all threads), in-process runs (workers 0) only.",
         "",
-        "| pipeline | workers | images/s |",
-        "|---|---|---|",
+        "| pipeline | workers | images/s | CPU ms / image |",
+        "|---|---|---|---|",
     ]
-    table = "\n".join(header + [f"| {name} | {w} | {ips:.1f} |" for name, w, ips in rows]) + "\n"
+    dev = device_augment_seconds(source, size, args.batch_size)
+    device_line = (f"Device augmentation (`device_aug.augment_batch`, jitted) on {dev['device']}: "
+                   f"{1e3 * dev['median_s']:.1f} ms per batch of {args.batch_size} "
+                   f"({dev['ms_per_image']:.2f} ms per image), compiled in {dev['compile_s']:.1f} s.")
+    print(device_line)
+    table = "\n".join(header + [_row(*r) for r in rows]
+                      + ["", device_line]) + "\n"
     print(table)
     if args.write:
         with open(args.write, "w") as f:
@@ -123,6 +173,11 @@ def main(argv=None) -> int:
     if tmp is not None:
         tmp.cleanup()
     return 0
+
+
+def _row(name, workers, measured) -> str:
+    ips, cpu_ms = measured
+    return f"| {name} | {workers} | {ips:.1f} | {f'{cpu_ms:.1f}' if workers == 0 else '-'} |"
 
 
 PIPELINES = (("mosaic", "data: train Mosaic+MixUp"), ("noaug", "data: train no-aug"),
@@ -158,7 +213,7 @@ def workload(s) -> dict:
     na = skipped("not applicable: host-side NumPy/OpenCV pipeline, no JAX program")
     for key, label in PIPELINES:
         n = batches if key != "eval" else min(batches, num_images // s.batch - warmup)
-        ips = _measure(loaders[key](), warmup, n)
+        ips, _ = _measure(loaders[key](), warmup, n)
         out[f"data_{key}"] = {
             "label": label, "unit": "batch", "size": list(s.hw), "batch": s.batch,
             "host": {"images_per_s": ips, "workers": s.data_workers, "batches": n,

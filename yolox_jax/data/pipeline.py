@@ -9,6 +9,9 @@ Shape of the training pipeline (a ``grain.MapDataset`` until the last step, so g
                 by (seed, global position in the stream)
              -> batch(B) -> to_iter_dataset -> [mp_prefetch(num_workers)] -> stats collection
 
+With ``augment_on="device"`` the TrainSample step is DeviceAugSample: decode and pre-scale the
+images a sample combines; the augmentation itself runs on the accelerator (``device_aug``).
+
 Because every sample's randomness depends only on its position in the stream and batching
 happens before the worker split, batches are identical for any ``num_workers`` (workers each
 compute whole batches, ``i::num_workers``).  The iterator is a grain ``DatasetIterator``:
@@ -124,6 +127,86 @@ class TrainSample:
                 "_index": np.int32(index), "_bad_index": np.int32(bad_index)}
 
 
+@dataclasses.dataclass
+class DeviceAugSample(TrainSample):
+    """The host half of ``augment_on="device"``: stream position + source index -> the images a
+    sample combines, decoded and pre-scaled, for ``yolox_jax.data.device_aug.augment_batch``.
+
+    The host draws, from the same per-position Generator as ``TrainSample``, whether Mosaic and
+    MixUp apply and which images they use (it has to decode them); everything else is drawn on
+    the device. Every slot is resized as the official mosaic / letterbox do and put top-left on
+    an [H, W, 3] canvas (slot 0 and the MixUp partner on 114, the letterbox). The fields are
+    those of ``TrainSample``; the geometric and colour ones are read by the device side.
+
+    Output (module docstring of ``device_aug``; K = max_labels boxes per slot, more keep the
+    largest and count as dropped): {"tiles": uint8 [5, H, W, 3], "tile_hw": int32 [5, 2],
+    "tile_boxes": float32 [5, K, 4], "tile_classes": int32 [5, K], "tile_mask": bool [5, K],
+    "use_mosaic": bool, "use_mixup": bool, "position": uint32, and the underscore fields of
+    ``TrainSample``}.
+    """
+
+    def __call__(self, position: int, index) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, 0, int(position)])
+        H, W = self.input_size
+        K = self.max_labels
+        out = {"tiles": np.zeros((5, H, W, 3), np.uint8), "tile_hw": np.zeros((5, 2), np.int32),
+               "tile_boxes": np.zeros((5, K, 4), np.float32),
+               "tile_classes": np.zeros((5, K), np.int32), "tile_mask": np.zeros((5, K), bool)}
+        use_mosaic = self.mosaic_prob > 0 and rng.random() < self.mosaic_prob
+        used = [int(index)]
+        if use_mosaic:
+            used += [int(j) for j in rng.integers(0, len(self.source), 3)]
+        bad, bad_index, dropped, n_boxes = 0, -1, 0, 0
+        for slot, j in enumerate(used):
+            b, d = self._place(out, slot, j)
+            bad += b
+            bad_index = j if b and bad_index < 0 else bad_index
+            dropped += d
+            n_boxes += int(out["tile_mask"][slot].sum())
+        use_mixup = False
+        if use_mosaic and self.enable_mixup and n_boxes and rng.random() < self.mixup_prob:
+            j = self._mixup_partner(rng)
+            if j is not None:
+                use_mixup = True
+                b, d = self._place(out, 4, j)
+                bad += b
+                bad_index = j if b and bad_index < 0 else bad_index
+                dropped += d
+        return {**out, "use_mosaic": np.bool_(use_mosaic), "use_mixup": np.bool_(use_mixup),
+                "position": np.uint32(position), "_dropped_labels": np.int32(dropped),
+                "_bad_images": np.int32(bad), "_index": np.int32(index),
+                "_bad_index": np.int32(bad_index)}
+
+    def _place(self, out: dict, slot: int, index: int) -> tuple[int, int]:
+        """Decode + pre-scale source ``index`` into ``slot``: the official load-time resize, then
+        the resize by min(H/h, W/w) that mosaic and letterbox apply (usually none).
+        -> (unreadable image?, boxes dropped over K)."""
+        img, boxes, classes, bad = self._pull(index)
+        H, W = self.input_size
+        r = T.letterbox_ratio(img.shape[:2], (H, W))
+        img = T.resize_by(img, r)[:H, :W]
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32(r)
+        classes = np.asarray(classes, np.int32).reshape(-1)
+        h, w = img.shape[:2]
+        tile = out["tiles"][slot]
+        tile[:h, :w] = img
+        if slot in (0, 4):
+            tile[h:] = T.PAD_VALUE
+            tile[:h, w:] = T.PAD_VALUE
+        out["tile_hw"][slot] = (h, w)
+        K = self.max_labels
+        dropped = max(0, len(boxes) - K)
+        if dropped:
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            keep = np.sort(np.argsort(-area, kind="stable")[:K])
+            boxes, classes = boxes[keep], classes[keep]
+        n = len(boxes)
+        out["tile_boxes"][slot, :n] = boxes
+        out["tile_classes"][slot, :n] = classes
+        out["tile_mask"][slot, :n] = True
+        return bad, dropped
+
+
 class PipelineStats:
     """Counters gathered in the main process from the batches it hands out.
 
@@ -149,7 +232,7 @@ class PipelineStats:
         index = batch.pop("_index", None)
         bad_index = batch.pop("_bad_index", None)
         self.counts["batches"] += 1
-        self.counts["images"] += int(batch["images"].shape[0])
+        self.counts["images"] += int(batch["images" if "images" in batch else "tiles"].shape[0])
         if dropped is not None and dropped.any():
             self.counts["truncated_images"] += int((dropped > 0).sum())
             self.counts["dropped_labels"] += int(dropped.sum())
@@ -288,7 +371,8 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
                   degrees: float = 10.0, translate: float = 0.1, mosaic_scale=(0.1, 2.0),
                   mixup_scale=(0.5, 1.5), shear: float = 2.0, flip_prob: float = 0.5, hsv_prob: float = 1.0,
                   max_labels: int = 120, shard_index: int = 0, shard_count: int = 1,
-                  num_epochs: int | None = None, drop_remainder: bool = True) -> grain.MapDataset:
+                  num_epochs: int | None = None, drop_remainder: bool = True,
+                  augment_on: str = "host") -> grain.MapDataset:
     """grain.MapDataset of training batches (random access: ``ds[i]`` is batch i).
 
     Batch: {"images": uint8 [B, H, W, 3] RGB, "labels": float32 [B, M, 5] (cls, cx, cy, w, h) in
@@ -303,8 +387,13 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     Mosaic/MixUp partners are drawn from the whole source.
     ``num_epochs=None`` repeats forever (batches run across epoch boundaries, like the official
     InfiniteSampler).
+    ``augment_on="device"``: rows are ``DeviceAugSample`` outputs (decoded, pre-scaled images
+    and boxes, to be augmented on the device by ``device_aug.augment_batch``); the
+    augmentation arguments then only matter there.
     """
     H, W = _check_input_size(input_size)
+    if augment_on not in ("host", "device"):
+        raise ValueError(f"augment_on must be 'host' or 'device', got {augment_on!r}")
     n = len(source)
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
@@ -317,7 +406,7 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     stream = grain.MapDataset.range(n).shuffle(
         seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
     stream = stream.repeat(num_epochs)
-    sample = TrainSample(
+    sample = (DeviceAugSample if augment_on == "device" else TrainSample)(
         source=source, input_size=(H, W), seed=int(seed),
         mosaic_prob=float(mosaic_prob), mixup_prob=float(mixup_prob), enable_mixup=bool(enable_mixup),
         degrees=float(degrees), translate=float(translate), mosaic_scale=mosaic_scale,

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 from yolox_jax import data as data_lib
 from yolox_jax.config import DataConfig
+from yolox_jax.data import device_aug
 from yolox_jax.errors import UserError
 
 
@@ -80,5 +82,36 @@ def train_iterator(cfg, source, phase: str, local_batch: int, start_batch: int =
         mosaic_scale=tuple(d.mosaic_scale), mixup_scale=tuple(d.mixup_scale), shear=d.shear,
         flip_prob=d.flip_prob, hsv_prob=d.hsv_prob, max_labels=d.max_labels,
         num_workers=d.num_workers, shard_index=jax.process_index(),
-        shard_count=jax.process_count(), stats=stats)
+        shard_count=jax.process_count(), stats=stats,
+        augment_on=_augment_on(d) if aug else "host")
     return loader.iter_from(start_batch) if start_batch else iter(loader)
+
+
+def _augment_on(d: DataConfig) -> str:
+    if d.augment_on not in ("host", "device"):
+        raise UserError(f"is {d.augment_on!r}; expected host or device", "data.augment_on")
+    return d.augment_on
+
+
+def batch_preparer(cfg, mesh):
+    """``prepare(host_batch) -> batch``: the per-process numpy batch as global arrays sharded
+    over the mesh, the batch ``train_step`` takes.
+
+    With ``data.augment_on="device"`` a batch of the Mosaic phase (decoded, pre-scaled images:
+    ``yolox_jax.data.DeviceAugSample``) is augmented on the device by one jitted program
+    (``device_aug.augment_batch``), keyed by ``train.seed`` and each row's stream position, so
+    step s gets the same batch on any mesh, host count or resume. It is a program of its own
+    rather than part of the train step: the step's programs (one per multiscale size, compiled
+    ahead) stay the same for both settings and both phases, and the augmentation compiles once,
+    at ``data.input_size``. Other batches are only sharded."""
+    from yolox_jax.train.sharding import shard_batch
+
+    if _augment_on(cfg.data) == "host":
+        return lambda host_batch: shard_batch(host_batch, mesh)
+    augment = device_aug.jit_augment_batch(device_aug.options_from_config(cfg.data), mesh)
+    seed = np.uint32(cfg.train.seed)
+
+    def prepare(host_batch):
+        batch = shard_batch(host_batch, mesh)
+        return augment(batch, seed) if "tiles" in batch else batch
+    return prepare

@@ -323,8 +323,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
                         ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
                         loss_kwargs=loss_options(cfg)),
         mesh, runtime_lr=True)
+    prepare = inputs.batch_preparer(cfg, mesh)  # sharded (and, if so configured, augmented)
     host_batch = next(iterator)  # its shapes are those of every batch of the run
-    abstract_batch = _abstract(shard_batch(host_batch, mesh))
+    abstract_batch = _abstract(prepare(host_batch))
     if compile_only:
         if on_ready is not None:
             on_ready("init")
@@ -342,7 +343,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
             fit_keys = {k: getattr(recorded.train, k) for k in _FITTED_KEYS}
         else:
             compiler.wait(first, count=False)
-            seconds = time_steps(cfg, train_source, local_batch, state, step_fn, mesh)
+            seconds = time_steps(cfg, train_source, local_batch, state, step_fn, mesh, prepare=prepare)
             fit_keys = fit_schedule(cfg, plan, seconds)
         for key, value in fit_keys.items():
             setattr(cfg.train, key, value)
@@ -405,7 +406,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
                 host_batch = next(iterator)
             if r.log_batch_digests:
                 _log_digest(run_dir, step + 1, host_batch)
-            batch = shard_batch(host_batch, mesh)
+            batch = prepare(host_batch)
             size = multiscale_size(cfg, step)
             compiler.wait(train_key(size), count=first_step_s is not None)
             state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"),
@@ -547,20 +548,22 @@ def eval_interval(epochs: int) -> int:
     return max(1, round(epochs * 10 / 300), -(-epochs // 10))
 
 
-def time_steps(cfg, source, local_batch, state, step_fn, mesh, steps: int = 8) -> float:
+def time_steps(cfg, source, local_batch, state, step_fn, mesh, steps: int = 8, prepare=None) -> float:
     """Seconds per training step, data included: ``steps`` steps on a copy of ``state`` and a
     throwaway data iterator, after one untimed step (compiling or loading the program). The
-    same value on every process (process 0's)."""
+    same value on every process (process 0's). ``prepare``: host batch -> step batch
+    (``inputs.batch_preparer``; default: sharding only)."""
+    prepare = prepare or (lambda host_batch: shard_batch(host_batch, mesh))
     iterator = inputs.train_iterator(cfg, source, "aug", local_batch)
     scratch = jax.tree_util.tree_map(jnp.copy, state)
     size = tuple(cfg.data.input_size)
     try:
-        scratch, metrics = step_fn(scratch, shard_batch(next(iterator), mesh), size,
+        scratch, metrics = step_fn(scratch, prepare(next(iterator)), size,
                                    np.bool_(False), np.float32(0))
         jax.block_until_ready(metrics)
         t0 = time.perf_counter()
         for _ in range(steps):
-            scratch, metrics = step_fn(scratch, shard_batch(next(iterator), mesh), size,
+            scratch, metrics = step_fn(scratch, prepare(next(iterator)), size,
                                        np.bool_(False), np.float32(0))
         jax.block_until_ready(metrics)
         seconds = (time.perf_counter() - t0) / steps
