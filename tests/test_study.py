@@ -39,7 +39,8 @@ def test_study_cli_end_to_end(tmp_path):
                "--out", str(out), "--no-share",
                "data.input_size=(96,128)", "data.synthetic_image_size=(96,128)",
                "data.test_size=(96,128)", "data.synthetic_train_images=16",
-               "data.synthetic_val_images=8", "data.batch_size=8", "eval.batch_size=8",
+               "data.synthetic_val_images=8", "data.batch_size=4", "data.max_labels=16",
+               "eval.batch_size=8",
                "model.width=0.125", "train.max_epoch=1", "train.steps_per_epoch=2",
                "train.warmup_epochs=0", "train.no_aug_epochs=0", "train.print_interval=1",
                "train.precompile_in_child=False", "run.tensorboard=False"])

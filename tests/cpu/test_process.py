@@ -79,6 +79,40 @@ def test_untuned_process_keeps_glibc_defaults_which_fault_again():
     assert opted_out["malloc"] is False and opted_out["faults"] > 30000, opted_out
 
 
+# A tuned heap keeps a freed 256 MiB block resident (a small block allocated after it pins it
+# below the heap's top, as a step's outputs pin its temporaries); release_free_memory hands its
+# pages back. Untuned, release_free_memory does nothing.
+_RELEASE_PROBE = r"""
+import ctypes, json
+from yolox_jax.cpu import process
+def rss_mib():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmRSS"))
+    return int(line.split()[1]) // 1024
+untuned = process.release_free_memory()
+process.tune_malloc()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+big = libc.malloc(256 << 20)
+ctypes.memset(big, 1, 256 << 20)
+pin = libc.malloc(64)
+touched = rss_mib()
+libc.free(big)
+freed = rss_mib()
+released = process.release_free_memory()
+print(json.dumps({"untuned": untuned, "released": released, "touched": touched,
+                  "freed": freed, "after": rss_mib()}))
+"""
+
+
+@glibc
+def test_release_free_memory_hands_a_pinned_free_block_back():
+    got = _probe(_RELEASE_PROBE)
+    assert got["untuned"] is False and got["released"] is True
+    assert got["freed"] > got["touched"] - 16, got     # the tuned heap kept it
+    assert got["after"] < got["freed"] - 200, got      # and now it is returned
+
+
 def test_nothing_is_tuned_when_jax_targets_an_accelerator():
     got = _probe(_MALLOC_PROBE, "tune", JAX_PLATFORMS="cuda")
     assert got["malloc"] is False and got["xla_flags"] is False

@@ -101,7 +101,7 @@ def _rows(run_dir):
 
 SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=24",
          "data.synthetic_val_images=4", "data.synthetic_image_size=(64,64)",
-         "data.input_size=(64,64)", "data.test_size=(64,64)", "data.random_size=(1,3)",
+         "data.input_size=(64,64)", "data.test_size=(64,64)", "data.random_size=(1,2)",
          "data.multiscale_interval=2", "data.multiscale_admit_steps=4", "data.batch_size=4",
          "data.max_labels=8", "data.mosaic_prob=0.0", "train.max_epoch=4", "train.warmup_epochs=1",
          "train.no_aug_epochs=1", "train.steps_per_epoch=3", "train.print_interval=1",
@@ -132,6 +132,12 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
                               *extra])
         return train(cfg)
 
+    from yolox_jax.train import loop
+
+    released = []
+    release = loop.release_between_programs
+    monkeypatch.setattr(loop, "release_between_programs",
+                        lambda outputs: (released.append(1), release(outputs)))
     try:
         fast = run("fast")
     finally:
@@ -144,6 +150,10 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     apply_overrides(cfg, SMALL)
     assert sizes == {s + 1: multiscale_size(cfg, s) for s in range(12)}
     assert len(set(sizes.values())) >= 2
+    # The free heap is handed back before each change of program: every size switch and
+    # every evaluation (and the step after it).
+    switches = sum(sizes[s] != sizes[s - 1] for s in range(2, 13))
+    assert len(released) >= switches + 2, (released, sizes)
     assert fast["time_to_first_step_s"] > 0
 
     # Make every background compile as late as it can be: it starts only once the loop waits

@@ -6,12 +6,14 @@ before its first JAX computation. It changes two things in the calling process:
 
 1. **glibc malloc** (``mallopt``): ``M_ARENA_MAX = 1``, ``M_MMAP_THRESHOLD = SIZE_MAX``,
    ``M_TRIM_THRESHOLD = SIZE_MAX``. XLA:CPU mallocs every temporary of a compiled program when
-   it starts (about 1.8 GB for a yolox-tiny 416 batch-8 train step) and frees it when it ends.
+   it starts (1.3 GB for a yolox-tiny 416 batch-8 train step) and frees it when it ends.
    With glibc's defaults those blocks are mmapped and unmapped, so every step maps fresh zeroed
    pages and takes a minor page fault per 4 KiB (~450k faults, about a second of kernel time per
    yolox-tiny step on 2 cores). With one arena that never trims, the step reuses its memory.
-   The cost: the process keeps its peak heap, and compilations leave small free chunks in the
-   same arena that later steps search (a step compiled in the tuned process ran 30-55 % slower
+   The cost: the process keeps its heap (about twice a step's temporaries, as a step's outputs
+   pin its temporaries below the heap's top; :func:`release_free_memory` hands the free part
+   back, which the training loop does when the program changes), and compilations leave small
+   free chunks in the same arena that later steps search (a step compiled in the tuned process ran 30-55 % slower
    than the same executable loaded from the persistent cache by a fresh process), hence the
    command line's compile child (:mod:`yolox_jax.cpu.precompile`). Same as starting the process
    with ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=<huge> MALLOC_TRIM_THRESHOLD_=<huge>``.
@@ -80,6 +82,24 @@ def tune_malloc() -> bool:
             log.warning("mallopt(%s) was refused; XLA:CPU steps may page-fault", name)
             return False
     _state["malloc"] = True
+    return True
+
+
+def release_free_memory() -> bool:
+    """Return the free memory of a tuned heap to the system (glibc ``malloc_trim(0)``); returns
+    whether it ran (only after :func:`tune_malloc`).
+
+    The tuned heap keeps every block it ever held, so a run that moves between programs of
+    different sizes (multiscale training, evaluation) would hold the sum of their temporaries.
+    Called when the next program differs from the last one, once the last one has finished:
+    the process then holds about what the largest program needs, and only the first step after
+    a switch pays the page faults of mapping its temporaries again."""
+    if not _state["malloc"]:
+        return False
+    libc = ctypes.CDLL(None)
+    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
+    libc.malloc_trim.restype = ctypes.c_int
+    libc.malloc_trim(0)
     return True
 
 

@@ -373,7 +373,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     # Log lines go above the bar, not through it.
     redirect = logging_redirect_tqdm()
     redirect.__enter__()
-    last, pending, evaluation, first_step_s = {}, None, {}, None
+    last, pending, evaluation, first_step_s, last_size = {}, None, {}, None, None
     epoch_counts = data_stats.as_dict()
     t_images, t_start = 0, time.perf_counter()
 
@@ -408,6 +408,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
                 _log_digest(run_dir, step + 1, host_batch)
             batch = prepare(host_batch)
             size = multiscale_size(cfg, step)
+            if size != last_size and pending is not None:
+                release_between_programs(pending[1])
+            last_size = size
             compiler.wait(train_key(size), count=first_step_s is not None)
             state, metrics = step_fn(state, batch, size, np.bool_(phase == "no_aug"),
                                      np.float32(lr_fn(step)))
@@ -444,7 +447,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
                 want_eval = val_source is not None and evaluates_after(cfg, plan, step, end_step)
                 if want_eval:
                     compiler.wait("eval")
+                    release_between_programs(pending[1])
                     evaluation = evaluate_state(cfg, model, state, val_source)
+                    last_size = None  # the next step runs after another program
                     evaluation["AP50_95"], evaluation["AP50"] = agree_across_processes(
                         [evaluation["AP50_95"], evaluation["AP50"]])
                     metric_log.write(step + 1, {"val/COCOAP50_95": evaluation["AP50_95"],
@@ -480,6 +485,17 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
             "run_dir": str(run_dir), "state": state, "time_to_first_step_s": first_step_s,
             "stall_s": compiler.stall_s}
+
+
+def release_between_programs(outputs) -> None:
+    """Before another program runs: wait for ``outputs`` (the last step's) and hand the free
+    heap back to the system where :func:`yolox_jax.cpu.tune_process` keeps it (a no-op
+    elsewhere); see :func:`yolox_jax.cpu.process.release_free_memory`."""
+    from yolox_jax.cpu import process
+
+    if process.tuned()["malloc"]:
+        jax.block_until_ready(outputs)
+        process.release_free_memory()
 
 
 def _abstract(tree):
