@@ -302,3 +302,120 @@ def test_training_inputs_give_the_step_its_usual_batch_and_resume_exactly():
     cfg.data.augment_on = "gpu"
     with pytest.raises(UserError, match="augment_on"):
         inputs.batch_preparer(cfg, mesh)
+
+
+# ----------------------------------------------------------------------------- data.device_partners=batch
+
+class _Counting:
+    """Wraps a source and counts the images read (``source[i]``)."""
+
+    def __init__(self, source):
+        self.source, self.reads = source, 0
+        self.box_counts = source.box_counts
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        return self.source[i]
+
+    def get_annotation(self, i):
+        return self.source.get_annotation(i)
+
+
+def _own(index, position, use_mixup=True):
+    """A one-slot row (``partners="batch"``) of source image ``index``."""
+    row = _sample([index], None, position)
+    return {**{k: row[k][:1] for k in D._SLOT_KEYS}, "use_mosaic": np.bool_(True),
+            "use_mixup": np.bool_(use_mixup), "position": np.uint32(position)}
+
+
+@pytest.fixture(scope="module")
+def gather():
+    return jax.jit(D.gather_partners)
+
+
+def test_gathered_slots_are_the_batch_rows_at_the_drawn_indices(gather):
+    batch = _batch(_own(0, 10), _own(6, 11), _own(2, 12))  # row 1 has no boxes
+    out = jax.device_get(gather(batch, np.uint32(4)))
+    rows = out["partner_rows"]
+    assert rows.shape == (3, 5) and (rows[:, 0] == [0, 1, 2]).all()
+    assert (rows[:, 1:4] != np.arange(3)[:, None]).all()  # mosaic tiles: other rows
+    for k in D._SLOT_KEYS:
+        want = np.stack([batch[k][rows[i], 0] for i in range(3)])
+        np.testing.assert_array_equal(out[k], want, err_msg=k)
+    # The MixUp partner is another row with boxes; row 1 (no boxes) is never one.
+    assert (rows[:, 4] != 1).all() and rows[0, 4] == 2 and rows[2, 4] == 0
+    assert out["use_mixup"].all() and (out["position"] == batch["position"]).all()
+    seen = set()
+    for step in range(6):
+        b = {**batch, "position": batch["position"] + np.uint32(3 * step)}
+        r = jax.device_get(gather(b, np.uint32(4)))["partner_rows"]
+        assert (r[:, 4] != 1).all()
+        seen.update(map(int, r[:, 1:4].ravel()))
+    assert seen == {0, 1, 2}
+
+
+def test_mixup_needs_a_partner_with_boxes(gather):
+    # No row has boxes: no MixUp. Only row 1 has boxes: it is its own partner, the others'.
+    none = jax.device_get(gather(_batch(_own(6, 0), _own(6, 1), _own(6, 2)), np.uint32(0)))
+    assert not none["use_mixup"].any()
+    one = jax.device_get(gather(_batch(_own(6, 0), _own(2, 1), _own(6, 2, use_mixup=False)),
+                                np.uint32(0)))
+    assert (one["partner_rows"][:, 4] == 1).all()
+    # Row 0's mosaic has boxes only if a tile is row 1; row 2 did not draw MixUp.
+    assert one["use_mixup"].tolist() == [bool((one["partner_rows"][0, :4] == 1).any()), True, False]
+    # A batch of one: the image is its own partner everywhere.
+    alone = jax.device_get(jax.jit(D.gather_partners)(_batch(_own(0, 5)), np.uint32(0)))
+    assert (alone["partner_rows"] == 0).all() and alone["use_mixup"].all()
+
+
+def test_batch_partners_are_deterministic_per_seed_and_position():
+    augment = D.jit_augment_batch(FULL, partners="batch")
+
+    def step(s):
+        return _batch(_own(0, 3 * s), _own(3, 3 * s + 1), _own(2, 3 * s + 2))
+
+    a = jax.device_get(augment(step(5), np.uint32(1)))
+    b = jax.device_get(augment(step(5), np.uint32(1)))
+    c = jax.device_get(augment(step(6), np.uint32(1)))
+    assert a["images"].shape == (3, *HW, 3) and a["labels"].shape == (3, M, 5)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.array_equal(a["images"], c["images"])
+    with pytest.raises(ValueError, match="partners"):
+        D.jit_augment_batch(FULL, partners="global")
+
+
+def test_host_rows_in_batch_mode_decode_one_image_each():
+    source = _Counting(SOURCE)
+    sample = dataclasses.replace(_host(), source=source, partners="batch")
+    rows = [sample(p, p % len(SOURCE)) for p in range(10)]
+    assert source.reads == 10
+    assert rows[0]["tiles"].shape == (1, *HW, 3) and rows[0]["tile_boxes"].shape == (1, M, 4)
+    want, _ = T.letterbox(T.prescale(SOURCE[2]["image"], SOURCE[2]["boxes_xyxy"], HW)[0], HW)
+    np.testing.assert_array_equal(rows[2]["tiles"][0], want)
+    assert all(bool(r["use_mosaic"]) for r in rows) and int(rows[3]["position"]) == 3
+    # Through the pipeline: one read per row of a batch.
+    from yolox_jax.data import train_dataset
+
+    source.reads = 0
+    batch = train_dataset(source, input_size=HW, batch_size=3, max_labels=M, augment_on="device",
+                          device_partners="batch")[1]
+    assert source.reads == 3 and batch["tiles"].shape == (3, 1, *HW, 3)
+    # The dataset mode reads 4 or 5 images per sample.
+    source.reads = 0
+    dataclasses.replace(_host(), source=source)(0, 0)
+    assert source.reads >= 4
+
+
+def test_device_partners_is_checked():
+    from yolox_jax.errors import UserError
+    from yolox_jax.train import inputs
+    from yolox_jax.train.sharding import make_mesh
+
+    cfg = _tiny_config("device")
+    cfg.data.device_partners = "global"
+    with pytest.raises(UserError, match="data.device_partners"):
+        inputs.batch_preparer(cfg, make_mesh())

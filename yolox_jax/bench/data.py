@@ -8,8 +8,9 @@ with real COCO), then measures images/s of
   * the no-mosaic path (pre-scale + HSV + flip + letterbox: the last-15-epochs phase),
   * the eval path (decode + letterbox),
   * the host part of ``data.augment_on=device`` (decode + pre-scale of the 4 mosaic tiles and
-    the MixUp partner), and the jitted device augmentation of such batches on JAX's default
-    device (``device_augment_seconds``).
+    the MixUp partner; with ``data.device_partners=batch``, of the image itself only), and the
+    jitted device augmentation of such batches on JAX's default device
+    (``device_augment_seconds``).
 The first batches (worker start-up) are excluded.  Output: Markdown table rows with the machine
 and date, ready for docs/benchmarks.md.  (The ``yolox-jax bench`` suite keeps its three data
 workloads; the device mode is measured here.)
@@ -134,6 +135,13 @@ def main(argv=None) -> int:
                      w, ips))
         print(_row(*rows[-1]), flush=True)
     for w in args.workers:
+        ips = _measure(train_loader(source, num_workers=w, augment_on="device",
+                                    device_partners="batch", **common),
+                       args.warmup, args.batches)
+        rows.append((f"train augment_on=device device_partners=batch, host part (decode + "
+                     f"pre-scale 1 image) {size[0]}x{size[1]}", w, ips))
+        print(_row(*rows[-1]), flush=True)
+    for w in args.workers:
         ips = _measure(eval_loader(source, input_size=size, batch_size=args.batch_size, num_workers=w),
                        args.warmup, min(args.batches, args.num_images // args.batch_size - args.warmup))
         rows.append((f"eval letterbox {size[0]}x{size[1]}", w, ips))
@@ -153,7 +161,8 @@ def main(argv=None) -> int:
         "Workers are grain processes (`train_loader(num_workers=...)`), each computing whole batches; "
         "`train Mosaic+MixUp` = official default augmentation (mosaic_prob 1, mixup_prob 1, "
         "mosaic_scale (0.1, 2)); `no-aug` = the last-15-epochs phase; `eval` = `eval_loader`; "
-        "`augment_on=device` = what the host still does in that mode. CPU ms / image: this "
+        "`augment_on=device` = what the host still does in that mode (`device_partners=batch`: "
+        "one image per sample, partners taken on the device from the batch). CPU ms / image: this "
         "process's CPU time (all threads), in-process runs (workers 0) only.",
         "",
         "| pipeline | workers | images/s | CPU ms / image |",

@@ -28,6 +28,12 @@ depends only on (seed, position): not on the batch it lands in, the mesh or the 
 hosts. Which images are combined (mosaic partners, MixUp partner, whether Mosaic / MixUp apply)
 is drawn on the host, because the host decodes them.
 
+With ``data.device_partners="batch"`` the host sends slot 0 only (the same fields with a slot
+axis of 1) and ``gather_partners`` builds the 5-slot layout above from the batch itself: each
+sample's 3 mosaic partners and its MixUp partner are other rows of its process's batch, drawn
+from the sample's key, so the result still depends only on (seed, position) and that batch's
+rows. Whether Mosaic / MixUp apply stays drawn on the host.
+
 Differences from the host path (both follow the official code; the geometry is the same up to
 float32 rounding, boxes agree to ~1e-3 px):
   * resampling: bilinear in float32 rounded to nearest, with cv2.warpAffine's 1/32-pixel
@@ -432,11 +438,81 @@ def augment_batch(batch: dict, seed, opts: AugmentOptions) -> dict:
     return jax.vmap(lambda s, p: augment_sample(s, p, opts))(samples, params)
 
 
-def jit_augment_batch(opts: AugmentOptions, mesh=None):
+# ----------------------------------------------------------------------------- partners from the batch
+
+# A constant folded into the sample's key for the partner draws: above the 15 subkeys that
+# ``draw_params`` splits (with partitionable threefry, split(k, n)[i] == fold_in(k, i)), so the
+# partners are independent of the augmentation parameters.
+_PARTNER_STREAM = 0x7061_7274
+
+
+def draw_partners(key, row, has_boxes):
+    """One sample's partners among the G rows of its group (its process's batch).
+
+    key: the sample's key; row: int32 [] its row in the group; has_boxes: bool [G] which rows
+    have at least one box. -> (int32 [4]: rows for slots 1..3 (mosaic tiles) and slot 4 (MixUp
+    partner), bool []: a MixUp partner with boxes exists).
+
+    Mosaic tiles: uniform over the other rows, with replacement (the row itself when G = 1).
+    MixUp partner: uniform over the other rows with boxes, as the official code draws it among
+    annotated images; if no other row has boxes, the row itself if it has some; else none."""
+    G = has_boxes.shape[0]
+    k_tiles, k_mix = jax.random.split(jax.random.fold_in(key, _PARTNER_STREAM))
+    offsets = jax.random.randint(k_tiles, (3,), 0, max(G - 1, 1))
+    tiles = (row + 1 + offsets) % G
+    others = has_boxes & (jnp.arange(G) != row)
+    candidates = jnp.where(others.any(), others, has_boxes)
+    n = candidates.sum()
+    u = jax.random.randint(k_mix, (), 0, jnp.maximum(n, 1))
+    mix = jnp.argmax(jnp.cumsum(candidates) > u)
+    return jnp.concatenate([tiles, mix[None]]).astype(jnp.int32), n > 0
+
+
+_SLOT_KEYS = ("tiles", "tile_hw", "tile_boxes", "tile_classes", "tile_mask")
+
+
+def gather_partners(batch: dict, seed, groups: int = 1) -> dict:
+    """A batch of one-slot rows (``DeviceAugSample(partners="batch")``: ``tiles`` uint8
+    [B, 1, H, W, 3], ``tile_hw`` [B, 1, 2], ``tile_boxes`` [B, 1, K, 4], ``tile_classes`` /
+    ``tile_mask`` [B, 1, K], ``use_mosaic``, ``use_mixup``, ``position`` [B]) -> the 5-slot batch
+    ``augment_batch`` takes, plus ``partner_rows`` int32 [B, 5] (the batch row of every slot;
+    slot 0 is the row itself).
+
+    The batch is ``groups`` equal blocks of rows (one per process, in process order: the global
+    batch of ``shard_batch``); partners are drawn (``draw_partners``, keyed by
+    ``fold_in(key(seed), position)``) within the row's block, so a row's partners do not depend
+    on the mesh. ``use_mixup`` is cleared where the four tiles have no box or no partner has
+    any (the official condition: MixUp only on a mosaic with labels). Every slot keeps its
+    letterbox padding; the mosaic reads tiles only inside their ``tile_hw``."""
+    B = batch["tiles"].shape[0]
+    if B % groups:
+        raise ValueError(f"batch of {B} rows is not {groups} equal groups")
+    G = B // groups
+    rows = jnp.arange(B)
+    in_group, start = rows % G, rows - rows % G
+    has_boxes = batch["tile_mask"][:, 0].any(-1).reshape(groups, G)[rows // G]  # [B, G]
+    picked, mixup_ok = jax.vmap(draw_partners)(sample_keys(seed, batch["position"]), in_group,
+                                               has_boxes)
+    src = jnp.concatenate([rows[:, None], start[:, None] + picked], 1)
+    out = {k: batch[k][:, 0][src] for k in _SLOT_KEYS}
+    tiles_have_boxes = out["tile_mask"][:, :4].any((1, 2))
+    use_mixup = batch["use_mixup"] & batch["use_mosaic"] & mixup_ok & tiles_have_boxes
+    return {**batch, **out, "use_mixup": use_mixup, "partner_rows": src.astype(jnp.int32)}
+
+
+def jit_augment_batch(opts: AugmentOptions, mesh=None, partners: str = "dataset"):
     """``augment_batch`` jitted for ``opts``: ``fn(batch, seed) -> batch``. With a mesh, the
     batch stays sharded over its ``data`` axis in and out (each device augments its own rows;
-    no collectives)."""
-    fn = lambda batch, seed: augment_batch(batch, seed, opts)  # noqa: E731
+    no collectives). ``partners="batch"``: the batch has one slot per row and ``gather_partners``
+    (one group per process) builds the 5 slots first; with a mesh, the gather reads rows of
+    other devices of the process's batch."""
+    if partners not in ("dataset", "batch"):
+        raise ValueError(f"partners must be 'dataset' or 'batch', got {partners!r}")
+    if partners == "batch":
+        groups = jax.process_count()
+        fn = lambda batch, seed: augment_batch(gather_partners(batch, seed, groups), seed, opts)  # noqa: E731
+    else:
+        fn = lambda batch, seed: augment_batch(batch, seed, opts)  # noqa: E731
     if mesh is None:
         return jax.jit(fn)
     from jax.sharding import NamedSharding, PartitionSpec as P

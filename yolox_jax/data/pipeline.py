@@ -10,7 +10,8 @@ Shape of the training pipeline (a ``grain.MapDataset`` until the last step, so g
              -> batch(B) -> to_iter_dataset -> [mp_prefetch(num_workers)] -> stats collection
 
 With ``augment_on="device"`` the TrainSample step is DeviceAugSample: decode and pre-scale the
-images a sample combines; the augmentation itself runs on the accelerator (``device_aug``).
+images a sample combines (with ``device_partners="batch"`` its own image only); the
+augmentation itself runs on the accelerator (``device_aug``).
 
 Because every sample's randomness depends only on its position in the stream and batching
 happens before the worker split, batches are identical for any ``num_workers`` (workers each
@@ -143,16 +144,33 @@ class DeviceAugSample(TrainSample):
     "tile_boxes": float32 [5, K, 4], "tile_classes": int32 [5, K], "tile_mask": bool [5, K],
     "use_mosaic": bool, "use_mixup": bool, "position": uint32, and the underscore fields of
     ``TrainSample``}.
+
+    ``partners="batch"`` (``data.device_partners``): only the sample's own image is decoded; the
+    output has one slot (``tiles`` [1, H, W, 3], ...) and the device takes the partners from
+    the other rows of the batch (``device_aug.gather_partners``). ``use_mixup`` then says that
+    MixUp was drawn; the device applies it only if the mosaic and a partner have boxes.
     """
+
+    partners: str = "dataset"
 
     def __call__(self, position: int, index) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, 0, int(position)])
         H, W = self.input_size
         K = self.max_labels
-        out = {"tiles": np.zeros((5, H, W, 3), np.uint8), "tile_hw": np.zeros((5, 2), np.int32),
-               "tile_boxes": np.zeros((5, K, 4), np.float32),
-               "tile_classes": np.zeros((5, K), np.int32), "tile_mask": np.zeros((5, K), bool)}
+        slots = 1 if self.partners == "batch" else 5
+        out = {"tiles": np.zeros((slots, H, W, 3), np.uint8),
+               "tile_hw": np.zeros((slots, 2), np.int32),
+               "tile_boxes": np.zeros((slots, K, 4), np.float32),
+               "tile_classes": np.zeros((slots, K), np.int32),
+               "tile_mask": np.zeros((slots, K), bool)}
         use_mosaic = self.mosaic_prob > 0 and rng.random() < self.mosaic_prob
+        if self.partners == "batch":
+            use_mixup = use_mosaic and self.enable_mixup and rng.random() < self.mixup_prob
+            bad, dropped = self._place(out, 0, int(index))
+            return {**out, "use_mosaic": np.bool_(use_mosaic), "use_mixup": np.bool_(use_mixup),
+                    "position": np.uint32(position), "_dropped_labels": np.int32(dropped),
+                    "_bad_images": np.int32(bad), "_index": np.int32(index),
+                    "_bad_index": np.int32(index if bad else -1)}
         used = [int(index)]
         if use_mosaic:
             used += [int(j) for j in rng.integers(0, len(self.source), 3)]
@@ -372,7 +390,7 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
                   mixup_scale=(0.5, 1.5), shear: float = 2.0, flip_prob: float = 0.5, hsv_prob: float = 1.0,
                   max_labels: int = 120, shard_index: int = 0, shard_count: int = 1,
                   num_epochs: int | None = None, drop_remainder: bool = True,
-                  augment_on: str = "host") -> grain.MapDataset:
+                  augment_on: str = "host", device_partners: str = "dataset") -> grain.MapDataset:
     """grain.MapDataset of training batches (random access: ``ds[i]`` is batch i).
 
     Batch: {"images": uint8 [B, H, W, 3] RGB, "labels": float32 [B, M, 5] (cls, cx, cy, w, h) in
@@ -384,16 +402,21 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     positions ``i*G .. i*G + G-1`` (``G = batch_size * shard_count``, the global batch) and host
     s materialises rows ``s*batch_size ..`` of it; every sample's randomness is keyed by its
     global position, so the global batches are the same for any number of hosts (and workers).
-    Mosaic/MixUp partners are drawn from the whole source.
+    Mosaic/MixUp partners are drawn from the whole source (``device_partners="batch"``: from the
+    batch, on the device).
     ``num_epochs=None`` repeats forever (batches run across epoch boundaries, like the official
     InfiniteSampler).
     ``augment_on="device"``: rows are ``DeviceAugSample`` outputs (decoded, pre-scaled images
     and boxes, to be augmented on the device by ``device_aug.augment_batch``); the
-    augmentation arguments then only matter there.
+    augmentation arguments then only matter there. ``device_partners="batch"`` (device mode
+    only): rows hold the sample's own image only, and the device takes Mosaic / MixUp partners
+    from the other rows of the batch (``device_aug.gather_partners``).
     """
     H, W = _check_input_size(input_size)
     if augment_on not in ("host", "device"):
         raise ValueError(f"augment_on must be 'host' or 'device', got {augment_on!r}")
+    if device_partners not in ("dataset", "batch"):
+        raise ValueError(f"device_partners must be 'dataset' or 'batch', got {device_partners!r}")
     n = len(source)
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
@@ -406,13 +429,19 @@ def train_dataset(source, *, input_size=(640, 640), batch_size: int, seed: int =
     stream = grain.MapDataset.range(n).shuffle(
         seed=int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
     stream = stream.repeat(num_epochs)
-    sample = (DeviceAugSample if augment_on == "device" else TrainSample)(
+    from_batch = augment_on == "device" and device_partners == "batch"
+    fields = dict(
         source=source, input_size=(H, W), seed=int(seed),
         mosaic_prob=float(mosaic_prob), mixup_prob=float(mixup_prob), enable_mixup=bool(enable_mixup),
         degrees=float(degrees), translate=float(translate), mosaic_scale=mosaic_scale,
         mixup_scale=tuple(mixup_scale), shear=float(shear), flip_prob=float(flip_prob),
         hsv_prob=float(hsv_prob), max_labels=int(max_labels),
-        annotated=_has_boxes_index(source) if (enable_mixup and mosaic_prob > 0) else None)
+        annotated=(_has_boxes_index(source)
+                   if (enable_mixup and mosaic_prob > 0 and not from_batch) else None))
+    if augment_on == "device":
+        sample = DeviceAugSample(**fields, partners=device_partners)
+    else:
+        sample = TrainSample(**fields)
     if shard_count == 1:
         ds = stream.map_with_index(sample)
     else:

@@ -83,7 +83,7 @@ def train_iterator(cfg, source, phase: str, local_batch: int, start_batch: int =
         flip_prob=d.flip_prob, hsv_prob=d.hsv_prob, max_labels=d.max_labels,
         num_workers=d.num_workers, shard_index=jax.process_index(),
         shard_count=jax.process_count(), stats=stats,
-        augment_on=_augment_on(d) if aug else "host")
+        augment_on=_augment_on(d) if aug else "host", device_partners=_device_partners(d))
     return loader.iter_from(start_batch) if start_batch else iter(loader)
 
 
@@ -91,6 +91,12 @@ def _augment_on(d: DataConfig) -> str:
     if d.augment_on not in ("host", "device"):
         raise UserError(f"is {d.augment_on!r}; expected host or device", "data.augment_on")
     return d.augment_on
+
+
+def _device_partners(d: DataConfig) -> str:
+    if d.device_partners not in ("dataset", "batch"):
+        raise UserError(f"is {d.device_partners!r}; expected dataset or batch", "data.device_partners")
+    return d.device_partners
 
 
 def batch_preparer(cfg, mesh):
@@ -103,12 +109,16 @@ def batch_preparer(cfg, mesh):
     step s gets the same batch on any mesh, host count or resume. It is a program of its own
     rather than part of the train step: the step's programs (one per multiscale size, compiled
     ahead) stay the same for both settings and both phases, and the augmentation compiles once,
-    at ``data.input_size``. Other batches are only sharded."""
+    at ``data.input_size``. With ``data.device_partners="batch"`` the rows hold one image each
+    and the program first takes every row's Mosaic / MixUp partners from the other rows of its
+    process's batch (``device_aug.gather_partners``). Other batches are only sharded."""
     from yolox_jax.train.sharding import shard_batch
 
+    partners = _device_partners(cfg.data)
     if _augment_on(cfg.data) == "host":
         return lambda host_batch: shard_batch(host_batch, mesh)
-    augment = device_aug.jit_augment_batch(device_aug.options_from_config(cfg.data), mesh)
+    augment = device_aug.jit_augment_batch(device_aug.options_from_config(cfg.data), mesh,
+                                           partners=partners)
     seed = np.uint32(cfg.train.seed)
 
     def prepare(host_batch):
