@@ -43,8 +43,12 @@ def pytest_configure(config):
     # No compile child when a test runs the command line in-process (each would add a process
     # start and a trace); tests/cpu/test_precompile.py exercises it directly.
     os.environ.setdefault("YOLOX_JAX_PRECOMPILE", "0")
-    # The suite's own process is tuned as the command line tunes a CPU process (faster steps;
-    # a no-op elsewhere). Tests of the untuned library use fresh processes (tests/test_import.py).
+    # The suite's processes (this one, and the command lines the tests run, in-process or as
+    # subprocesses) get the command line's XLA:CPU flag but keep glibc's malloc: the one-arena
+    # setting speeds up large steps, but slows down compiling, which is what most tests do
+    # (about a fifth longer on 2 cores). tests/cpu/test_process.py and tests/test_import.py
+    # check the tuning itself in fresh processes, whose environment leaves this out.
+    os.environ.setdefault("YOLOX_JAX_HOST_MALLOC", "0")
     from yolox_jax.cpu import tune_process
 
     tune_process()
