@@ -19,6 +19,11 @@ current centre rule, a per-image re-implementation of the official ``get_assignm
 fix-up, one image at a time with only that image's valid gts (no padding). Both run in a
 subprocess with ``--torch-python`` (default: this interpreter if it has torch, else
 /tmp/tvenv/bin/python if present), so torch need not live in the JAX environment.
+
+``--assigners tal,atss,dsl,ota,...`` times registry assigners instead (``time_assigners``):
+jitted, eager, and against the per-image PyTorch reference of each (SimOTA: ``TORCH_LOOP``; OTA,
+TAL, ATSS, DSL: ``yolox_jax/bench/assign_torch.py``, the official OTA and MMYOLO's assigners in
+PyTorch, one image at a time), with the agreement of their foreground masks and matched gts.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolox_jax.bench.assign_torch import JAX_OPTIONS
 from yolox_jax.bench.common import (
     OFFICIAL_SCRIPT,
     machine,
@@ -252,7 +258,7 @@ def main(argv=None):
         return out, fig["median_s"], fig["lower_s"] + fig["compile_s"], temp_mb
 
     if args.assigners:
-        return time_assigners(args, hw, keys, compile_and_time)
+        return time_assigners(args, hw, keys, compile_and_time, torch_python)
 
     for b in args.batches:
         inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
@@ -342,21 +348,62 @@ def main(argv=None):
     return 0
 
 
-def time_assigners(args, hw, keys, compile_and_time) -> int:
-    """One row per (assigner, batch): jitted (compile, run, XLA temporaries) and eager
-    (``jax.disable_jit``, batches up to ``--eager-max-batch``)."""
+def reference_rows(names):
+    """``(label, name, options, reference)`` per benchmark row of ``time_assigners``: each
+    registry name as it is (``reference``: the name of its per-image PyTorch reference, or None),
+    plus, where the reference reproduces the assigner only with options (OTA: ``cost="ota"``), a
+    row of the assigner with those options that carries the comparison."""
+    from yolox_jax.bench.assign_torch import JAX_OPTIONS
+
+    rows = []
+    for name in names:
+        options = JAX_OPTIONS.get(name)
+        if name == "simota" or options == {}:
+            rows.append((name, name, {}, name))
+            continue
+        rows.append((name, name, {}, None))
+        if options:
+            label = name + " " + ",".join(f"{k}={v}" for k, v in options.items())
+            rows.append((label, name, options, name))
+    return rows
+
+
+def torch_reference(python, name, inputs, repeat, threads=0) -> dict:
+    """The per-image PyTorch reference of ``name`` (SimOTA: ``TORCH_LOOP``; OTA, TAL, ATSS,
+    DSL: ``yolox_jax/bench/assign_torch.py``) on ``inputs``: ``seconds`` (median over the batch),
+    ``maxrss_mb``, ``torch``, ``threads`` and ``result`` (SimOTA: fg [B, A] bool; the others:
+    owner [B, A], -1 background, else the matched gt row)."""
+    from yolox_jax.bench.assign_torch import run_reference
+
+    if name == "simota":
+        tr = run_script(python, TORCH_LOOP, inputs, repeat, threads)
+        return {"seconds": tr["seconds"], "maxrss_mb": tr["maxrss_mb"], "torch": tr["torch"],
+                "threads": tr["threads"], "result": tr["fg"]}
+    tr = run_reference(python, name, inputs, repeat, threads)
+    tr["result"] = tr.pop("owner")
+    return tr
+
+
+def time_assigners(args, hw, keys, compile_and_time, torch_python=None) -> int:
+    """One row per (assigner, batch): jitted (compile, run, XLA temporaries), eager
+    (``jax.disable_jit``, batches up to ``--eager-max-batch``) and, where this assigner has one
+    and torch runs (``torch_python``), the per-image PyTorch reference on the same inputs: its
+    time, the speed-up of jit over it, and whether the foreground (and matched gts) agree."""
     import jax
 
     from yolox_jax.assign.registry import get_assigner
+    from yolox_jax.bench.assign_torch import agreement
 
     fmt = lambda v: "-" if v is None else (f"{v * 1e3:.0f} ms" if v < 1 else f"{v:.2f} s")  # noqa: E731
     lines = [f"Machine: {machine()}", "",
              f"{hw[0]}x{hw[1]} input, {args.classes} classes, {args.gts} gts per image padded to "
              f"{args.pad}; median of {args.repeat} runs after warm-up.", "",
-             "| assigner | batch | jit | compile | XLA temp | eager (disable_jit) | eager / jit | fg per gt |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in args.assigners.split(","):
-        fn = get_assigner(name)
+             "| assigner | batch | jit | compile | XLA temp | eager (disable_jit) | eager / jit | "
+             "PyTorch per-image | speed-up vs PyTorch | same fg | fg per gt |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    torch_note = None
+    for label, name, options, ref in reference_rows(args.assigners.split(",")):
+        fn = partial(get_assigner(name), **options) if options else get_assigner(name)
         for b in args.batches:
             inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
             out, run_s, compile_s, temp_mb = compile_and_time(fn, inputs)
@@ -366,12 +413,43 @@ def time_assigners(args, hw, keys, compile_and_time) -> int:
                 with jax.disable_jit():
                     eager_s = time_fn(lambda: jax.block_until_ready(fn(*xs)), warmup=0, repeat=1)
             fg = float(np.asarray(out.num_fg).sum()) / (b * args.gts)
-            row = dict(assigner=name, batch=b, jit_s=run_s, compile_s=compile_s, temp_mb=temp_mb,
-                       eager_s=eager_s, fg_per_gt=fg)
+            row = dict(assigner=label, batch=b, jit_s=run_s, compile_s=compile_s,
+                       temp_mb=temp_mb, eager_s=eager_s, fg_per_gt=fg, torch_s=None,
+                       torch_rss_mb=None, speedup_vs_torch=None, same_fg=None)
+            if ref is None:
+                row["torch_skipped"] = "no PyTorch reference of these options"
+            elif not torch_python:
+                row["torch_skipped"] = "torch not importable (--torch-python)"
+            else:
+                try:
+                    tr = torch_reference(torch_python, ref, inputs, args.repeat,
+                                         args.torch_threads)
+                except RuntimeError as err:
+                    row["torch_skipped"] = " ".join(str(err).split())[-300:]
+                else:
+                    row.update(torch_s=tr["seconds"], torch_rss_mb=tr["maxrss_mb"],
+                               speedup_vs_torch=tr["seconds"] / run_s,
+                               **agreement(tr["result"], out))
+                    torch_note = f"torch {tr['torch']} ({tr['threads']} threads)"
             print(json.dumps(row), flush=True)
-            lines.append(f"| {name} | {b} | {fmt(run_s)} | {compile_s:.1f} s | {temp_mb:.0f} MiB | "
+            speed = "-" if row["speedup_vs_torch"] is None else f"{row['speedup_vs_torch']:.1f}x"
+            same = "-" if row["same_fg"] is None else str(row["same_fg"])
+            if row["same_fg"] is False:
+                same += f" ({row['fg_mismatch']} anchors differ)"
+            elif row.get("same_matched") is False:
+                same += f" (matched gt differs at {row['matched_mismatch']} anchors)"
+            lines.append(f"| {label} | {b} | {fmt(run_s)} | {compile_s:.1f} s | {temp_mb:.0f} MiB | "
                          f"{fmt(eager_s)} | "
-                         f"{'-' if eager_s is None else f'{eager_s / run_s:.0f}x'} | {fg:.1f} |")
+                         f"{'-' if eager_s is None else f'{eager_s / run_s:.0f}x'} | "
+                         f"{fmt(row['torch_s'])} | {speed} | {same} | {fg:.1f} |")
+    if torch_note:
+        lines[0] += f"; {torch_note}"
+    lines += ["", "PyTorch per-image: the reference's control flow in PyTorch, one image at a "
+              "time with its valid gts only, CPU (SimOTA: `TORCH_LOOP` in "
+              "yolox_jax/bench/assign.py; OTA, TAL, ATSS, DSL: yolox_jax/bench/assign_torch.py, "
+              "the official OTA and MMYOLO's assigners). OTA's reference is the official OTA, "
+              "compared in the `ota cost=ota` row. \"same fg\": equal foreground masks (and "
+              "matched gts) on the same inputs."]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
@@ -385,8 +463,12 @@ KEYS = ("pred", "cls", "obj", "grid_xy", "strides", "gt_boxes", "gt_classes", "g
 def workload(s) -> dict:
     """One ``assign_<name>`` entry per assigner of ``s.assigners`` (default: every name of the
     registry): jitted and eager on the same inputs (``s.gts`` gts per image padded to ``s.pad``,
-    80 classes); SimOTA also against the PyTorch per-image loop and, when the official YOLOX is
-    importable, its own ``get_assignments``."""
+    80 classes). ``torch``: the per-image PyTorch reference where the assigner has one and torch
+    runs (SimOTA: the official control flow, and, when the official YOLOX is importable, its own
+    ``get_assignments``; OTA, TAL, ATSS, DSL: ``assign_torch.py``), with ``same_fg`` against the
+    jitted result. OTA's reference is the official OTA, which the registry's ``ota`` computes
+    with ``cost="ota"``: its ``torch`` entry holds that program's ``jit_median_s`` and
+    ``over_jit``, and ``speedup.torch_over_jit`` is that ratio (same algorithm on both sides)."""
     import jax
 
     from yolox_jax.assign.registry import assigner_names, get_assigner
@@ -412,9 +494,49 @@ def workload(s) -> dict:
                  "torch": skipped("no PyTorch reference of this assigner")}
         if name == "simota":
             entry.update(_simota_references(s, inputs, res))
+        elif name in JAX_OPTIONS:
+            entry["torch"] = _torch_reference(s, name, inputs, res, call)
         entry["speedup"] = speedups(entry)
+        if "over_jit" in entry["torch"]:
+            entry["speedup"]["torch_over_jit"] = entry["torch"]["over_jit"]
         out[f"assign_{name}"] = entry
     return out
+
+
+def _torch_reference(s, name, inputs, res, call) -> dict:
+    """The ``torch`` entry of OTA, TAL, ATSS or DSL: the per-image PyTorch reference
+    (``assign_torch.py``) on ``inputs``, compared with the jitted result ``res`` (OTA: with a
+    jitted ``ota(cost="ota")``, timed here too) of ``call(p, c, o, gb, gc, gm, fn=...)``."""
+    from yolox_jax.bench.assign_torch import IMPLS, agreement, run_reference
+
+    why = s.reference.need(official=False)
+    if why is not None:
+        return skipped(why)
+    options = JAX_OPTIONS[name]
+    extra = {}
+    if options:
+        import jax
+
+        from yolox_jax.assign.registry import get_assigner
+
+        xs = [jax.device_put(inputs[k]) for k in KEYS if k not in ("grid_xy", "strides")]
+        fn = partial(get_assigner(name), **options)
+        jit, res = measure_jit(partial(call, fn=fn), xs, batch=s.batch, warmup=s.warmup,
+                               repeats=s.repeats)
+        extra = {"jax": f"{name}({', '.join(f'{k}={v!r}' for k, v in options.items())})",
+                 "jit_median_s": jit["median_s"]}
+    try:
+        tr = run_reference(s.reference.python, name, inputs, s.repeats, 0)
+    except RuntimeError as err:
+        return skipped(" ".join(str(err).split())[-300:])
+    entry = {"impl": f"PyTorch per-image, {IMPLS[name]} (torch {tr['torch']}, "
+                     f"{tr['threads']} threads)",
+             "median_s": tr["seconds"], "repeats": s.repeats,
+             "images_per_s": s.batch / tr["seconds"], "peak_rss_mib": tr["maxrss_mb"],
+             **agreement(tr["owner"], res), **extra}
+    if options:
+        entry["over_jit"] = tr["seconds"] / extra["jit_median_s"]
+    return entry
 
 
 def _simota_references(s, inputs, res) -> dict:
