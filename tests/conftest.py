@@ -62,7 +62,7 @@ _FILE_SECONDS = {
     "test_losses.py": 137, "test_own_data.py": 125, "test_bench_cli.py": 107,
     "test_study.py": 96, "cpu/test_precompile.py": 92, "train/test_train_synthetic.py": 86,
     "test_export.py": 81, "models/test_hvp.py": 70, "models/test_autodiff.py": 70,
-    "models/test_model_zoo.py": 60, "test_nms.py": 52, "assign/test_registry.py": 51,
+    "models/test_model_zoo.py": 60, "test_nms.py": 52, "assign/test_registry.py": 51, "assign/test_buckets.py": 60,
     "bench/test_assign_torch.py": 25,
 }
 

@@ -35,12 +35,14 @@ lower gt row (torch ``argmax``: first maximum). The class scores and objectness 
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, top_k_last
 from yolox_jax.assign._tal import (anchor_points, empty_assignment, finish, gather_rows,
                                    iou_yolov6, points_in_gts, prepare_gts,
@@ -122,7 +124,7 @@ def _candidates_traced(dist, strides, topk: int):
 
 
 def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
-         topk: int = 9, prior_size: float = 5.0) -> Assignment:
+         topk: int = 9, prior_size: float = 5.0, gt_buckets=DEFAULT_GT_BUCKETS) -> Assignment:
     """ATSS assignment of a batch (MMYOLO ``BatchATSSAssigner`` with ``pred_bboxes``).
 
     Args:
@@ -132,6 +134,7 @@ def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_clas
       gt_boxes [B, G, 4] cxcywh; gt_classes [B, G] int; gt_mask [B, G] bool (False rows: junk).
       topk: nearest priors per level and gt (MMYOLO default 9).
       prior_size: side of the prior box around each anchor point, in strides (MMYOLO: 5).
+      gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact).
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
@@ -144,7 +147,17 @@ def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_clas
     g = gt_mask.shape[1]
     if g == 0:
         return empty_assignment(b, a, g)
-    gts, classes, gt_mask = prepare_gts(sg(gt_boxes), sg(gt_classes), sg(gt_mask), num_classes)
+    rows = partial(_atss_rows, sg(pred_boxes), cls_logits.shape[-1], grid_xy, strides,
+                   topk=topk, prior_size=prior_size)
+    return in_gt_buckets(rows, sg(gt_boxes), sg(gt_classes), sg(gt_mask), gt_buckets)
+
+
+def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
+               topk, prior_size) -> Assignment:
+    """``atss`` on the gt rows given (any count ``g >= 1``): [B, g] gts -> ``Assignment``."""
+    sg = jax.lax.stop_gradient
+    a = pred_boxes.shape[1]
+    gts, classes, gt_mask = prepare_gts(gt_boxes, gt_classes, gt_mask, num_classes)
     valid = gt_mask[:, :, None]                                            # [B, G, 1]
 
     points = anchor_points(grid_xy, strides)                               # [A, 2]

@@ -44,6 +44,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, sanitize_gts, top_k_last
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
@@ -207,7 +208,7 @@ def _dsl_one(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes
 def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
         soft_center_radius: float = 3.0, topk: int = 13, iou_weight: float = 3.0,
         center_offset: float = 0.5, score: str = "cls", class_cost: str = "gt_class",
-        keep_outside_picks: bool = False) -> Assignment:
+        keep_outside_picks: bool = False, gt_buckets=DEFAULT_GT_BUCKETS) -> Assignment:
     """RTMDet's dynamic soft label assignment for a batch (see the module docstring).
 
     Args:
@@ -225,6 +226,7 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
       class_cost: "gt_class" (MMYOLO: the gt's class only) or "all_classes" (mmdet: summed over
         classes with a soft one-hot label).
       keep_outside_picks: keep MMYOLO's picks of non-candidate (INF-cost) anchors.
+      gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact).
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask [B, A], matched_gt [B, A] (0 where not
@@ -251,5 +253,7 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
     one = partial(_dsl_one, topk=int(topk), keep_outside_picks=bool(keep_outside_picks),
                   soft_center_radius=float(soft_center_radius), iou_weight=float(iou_weight),
                   score=score, class_cost=class_cost)
-    return jax.vmap(one, in_axes=(0, 0, 0, None, None, 0, 0, 0))(
-        pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes, gt_mask)
+    per_image = jax.vmap(one, in_axes=(0, 0, 0, None, None, 0, 0, 0))
+    return in_gt_buckets(lambda bx, cs, mk: per_image(pred_boxes, cls_logits, obj_logits, points,
+                                                      strides, bx, cs, mk),
+                         boxes, classes, gt_mask, gt_buckets)

@@ -272,90 +272,24 @@ def ota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
         differentiable wrt the logits and predicted boxes through the cost with ``cost="simota"``
         (the gts and supplies are constants).
     """
-    if cost not in _COSTS:
-        raise ValueError(f"cost must be one of {_COSTS}, got {cost!r}")
-    defaults = _DEFAULTS[cost]
-    if cost == "simota" and score_from is not None:
-        raise ValueError("score_from applies to cost='ota' only")
-    iou_weight = defaults["iou_weight"] if iou_weight is None else iou_weight
-    topk_iou = defaults["topk_iou"] if topk_iou is None else topk_iou
-    candidate_rule = defaults["candidate_rule"] if candidate_rule is None else candidate_rule
-    rescale_rows = defaults["rescale_rows"] if rescale_rows is None else rescale_rows
-    score_from = defaults.get("score_from") if score_from is None else score_from
-    if center_radius is None:
-        center_radius = (OTA_CENTER_RADIUS if candidate_rule == "box_and_center"
-                         else DEFAULT_RADIUS.get(candidate_rule, 1.5))
-
+    o = resolve_options(cost=cost, num_iters=num_iters, epsilon=epsilon, iou_weight=iou_weight,
+                        center_radius=center_radius, candidate_rule=candidate_rule,
+                        center_prior=center_prior, topk_iou=topk_iou, k_rounding=k_rounding,
+                        score_from=score_from, focal_alpha=focal_alpha, focal_gamma=focal_gamma,
+                        reg_cost=reg_cost, point_offset=point_offset, rescale_rows=rescale_rows)
     gt_mask = jax.lax.stop_gradient(gt_mask).astype(bool)
-    num_classes = cls_logits.shape[-1]
-    boxes, classes = sanitize_gts(jax.lax.stop_gradient(gt_boxes), gt_classes, gt_mask, num_classes)
+    boxes, classes = sanitize_gts(jax.lax.stop_gradient(gt_boxes), gt_classes, gt_mask,
+                                  cls_logits.shape[-1])
     num_anchors = pred_boxes.shape[0]
     g = boxes.shape[0]
-
-    if candidate_rule == "box_and_center":
-        in_region = box_and_center_region(grid_xy, strides, boxes, center_radius=center_radius,
-                                          point_offset=point_offset)
-    else:
-        in_region, _ = geometry_relation(grid_xy, strides, boxes, candidate_rule=candidate_rule,
-                                         center_radius=center_radius)
-    outside = (~in_region).astype(jnp.float32)
-
-    if cost == "simota":
-        iou = pairwise_iou_cxcywh(boxes, pred_boxes.astype(jnp.float32))
-        iou = jnp.where(gt_mask[:, None], iou, 0.0)
-        # Class costs of the SimOTA form, split so that no [G, A, C] array exists.
-        p = jnp.sqrt(jax.nn.sigmoid(cls_logits.astype(jnp.float32))
-                     * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None])
-        log_p = jnp.maximum(jnp.log(p), -100.0)
-        log_1mp = jnp.maximum(jnp.log(1.0 - p), -100.0)
-        bg_cost = -jnp.sum(log_1mp, axis=-1)                                      # [A]
-        fg_cost = (bg_cost[None, :] + jnp.take(log_1mp, classes, axis=1).T
-                   - jnp.take(log_p, classes, axis=1).T
-                   + iou_weight * -jnp.log(iou + 1e-8)
-                   + center_prior * outside)
-    else:
-        iou, reg = pairwise_iou_loss(boxes, pred_boxes.astype(jnp.float32), reg_cost)
-        iou = jnp.where(gt_mask[:, None], iou, 0.0)
-        cls_fg, bg_cost = ota_class_cost(cls_logits, obj_logits, classes, score_from=score_from,
-                                         alpha=focal_alpha, gamma=focal_gamma)
-        fg_cost = cls_fg + iou_weight * reg + center_prior * outside
-    # Padded gts have zero supply; give them a finite cost so nothing overflows in the solver.
-    fg_cost = jnp.where(gt_mask[:, None], fg_cost, 0.0)
-    cost_matrix = jnp.concatenate([fg_cost, bg_cost[None, :]], axis=0)         # [G + 1, A]
-
+    in_region = region(grid_xy, strides, boxes, o)
+    iou, fg_cost, bg_cost = pair_costs(pred_boxes, cls_logits, obj_logits, boxes, classes, gt_mask,
+                                       in_region, o)
     iou_sg = jax.lax.stop_gradient(iou)
-    # SimOTA mode: top IoUs over all anchors (unchanged behaviour); OTA: ``ious * is_in_boxes``.
-    k = dynamic_k(iou_sg if cost == "simota" else jnp.where(in_region, iou_sg, 0.0), gt_mask,
-                  topk_iou=topk_iou, k_rounding=k_rounding)
-    k_f = k.astype(jnp.float32)
-    bg_supply = jnp.maximum(num_anchors - jnp.sum(k_f), 0.0)
-    if cost == "simota":
-        supply = jnp.concatenate([k_f, bg_supply[None]])
-        demand = jnp.ones((num_anchors,), jnp.float32)
-        # Sinkhorn needs equal totals; normalise both to 1 (the plan is rescaled back below).
-        total = jnp.sum(supply)
-        plan = sinkhorn_plan_unrolled(cost_matrix, supply / total, demand / num_anchors,
-                                      epsilon=epsilon, num_iters=num_iters) * num_anchors
-    else:
-        # The official marginals, log(mu + 1e-8) and log(nu + 1e-8); padded rows exactly 0.
-        supply = jnp.concatenate([jnp.where(gt_mask, k_f + 1e-8, 0.0), bg_supply[None] + 1e-8])
-        demand = jnp.full((num_anchors,), 1.0 + 1e-8, jnp.float32)
-        plan = sinkhorn_plan(cost_matrix, supply, demand, epsilon=epsilon, num_iters=num_iters,
-                             official_order=True)
-
-    hard = jax.lax.stop_gradient(plan)
-    if rescale_rows:
-        # Official: pi / pi.max(dim=1), then the first maximum per anchor; padded rows never win.
-        row_ok = jnp.concatenate([gt_mask, jnp.ones((1,), bool)])
-        row_max = jnp.max(hard, axis=1, keepdims=True)
-        ok = row_ok[:, None] & (row_max > 0)
-        # A true division (the barrier keeps XLA from turning ``x / broadcast(m)`` into
-        # ``x * (1 / m)``, which is not exact: a row maximum must scale to exactly 1.0, since
-        # equal-cost gts tie there and the first one wins, as in torch).
-        denom = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.where(ok, row_max, 1.0),
-                                                              hard.shape))
-        hard = jnp.where(ok, hard / denom, -1.0)
-    owner = jnp.argmax(hard, axis=0)                                          # [A] in [0, G]
+    k = supplies_k(iou_sg, in_region, gt_mask, o)
+    cost_matrix = jnp.concatenate([fg_cost, bg_cost[None, :]], axis=0)         # [G + 1, A]
+    plan = solve(cost_matrix, k, gt_mask, jnp.ones((num_anchors,), jnp.float32), num_anchors, o)
+    owner = decide(jax.lax.stop_gradient(plan), gt_mask, o)
     fg = owner < g
     matched = jnp.where(fg, owner, 0).astype(jnp.int32)
     matched_iou = jnp.where(fg, jnp.take_along_axis(iou_sg, matched[None, :], axis=0)[0], 0.0)
@@ -370,3 +304,114 @@ def ota(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
         candidate_mask=jnp.any(in_region & gt_mask[:, None], axis=0),
     )
     return assignment, plan
+
+
+def resolve_options(*, cost, num_iters, epsilon, iou_weight, center_radius, candidate_rule,
+                    center_prior, topk_iou, k_rounding, score_from, focal_alpha, focal_gamma,
+                    reg_cost, point_offset, rescale_rows) -> dict:
+    """``ota``'s options with the per-cost defaults filled in (see ``ota``)."""
+    if cost not in _COSTS:
+        raise ValueError(f"cost must be one of {_COSTS}, got {cost!r}")
+    defaults = _DEFAULTS[cost]
+    if cost == "simota" and score_from is not None:
+        raise ValueError("score_from applies to cost='ota' only")
+    candidate_rule = defaults["candidate_rule"] if candidate_rule is None else candidate_rule
+    if center_radius is None:
+        center_radius = (OTA_CENTER_RADIUS if candidate_rule == "box_and_center"
+                         else DEFAULT_RADIUS.get(candidate_rule, 1.5))
+    return dict(
+        cost=cost, num_iters=int(num_iters), epsilon=float(epsilon),
+        iou_weight=defaults["iou_weight"] if iou_weight is None else iou_weight,
+        center_radius=center_radius, candidate_rule=candidate_rule, center_prior=center_prior,
+        topk_iou=defaults["topk_iou"] if topk_iou is None else topk_iou, k_rounding=k_rounding,
+        score_from=defaults.get("score_from") if score_from is None else score_from,
+        focal_alpha=focal_alpha, focal_gamma=focal_gamma, reg_cost=reg_cost,
+        point_offset=point_offset,
+        rescale_rows=defaults["rescale_rows"] if rescale_rows is None else rescale_rows)
+
+
+def region(grid_xy, strides, boxes, o) -> jax.Array:
+    """[G, N] bool: the pairs outside which the centre prior ``o["center_prior"]`` is added."""
+    if o["candidate_rule"] == "box_and_center":
+        return box_and_center_region(grid_xy, strides, boxes, center_radius=o["center_radius"],
+                                     point_offset=o["point_offset"])
+    in_region, _ = geometry_relation(grid_xy, strides, boxes, candidate_rule=o["candidate_rule"],
+                                     center_radius=o["center_radius"])
+    return in_region
+
+
+def pair_costs(pred_boxes, cls_logits, obj_logits, boxes, classes, gt_mask, in_region, o):
+    """IoU and costs of every (gt, anchor) pair over the N anchors given.
+
+    Returns ``(iou [G, N] (0 on padded rows), fg_cost [G, N] (finite on padded rows),
+    bg_cost [N])``; no [G, N, C] array is built."""
+    outside = (~in_region).astype(jnp.float32)
+    if o["cost"] == "simota":
+        iou = pairwise_iou_cxcywh(boxes, pred_boxes.astype(jnp.float32))
+        iou = jnp.where(gt_mask[:, None], iou, 0.0)
+        # Class costs of the SimOTA form, split so that no [G, A, C] array exists.
+        p = jnp.sqrt(jax.nn.sigmoid(cls_logits.astype(jnp.float32))
+                     * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None])
+        log_p = jnp.maximum(jnp.log(p), -100.0)
+        log_1mp = jnp.maximum(jnp.log(1.0 - p), -100.0)
+        bg_cost = -jnp.sum(log_1mp, axis=-1)                                      # [N]
+        fg_cost = (bg_cost[None, :] + jnp.take(log_1mp, classes, axis=1).T
+                   - jnp.take(log_p, classes, axis=1).T
+                   + o["iou_weight"] * -jnp.log(iou + 1e-8)
+                   + o["center_prior"] * outside)
+    else:
+        iou, reg = pairwise_iou_loss(boxes, pred_boxes.astype(jnp.float32), o["reg_cost"])
+        iou = jnp.where(gt_mask[:, None], iou, 0.0)
+        cls_fg, bg_cost = ota_class_cost(cls_logits, obj_logits, classes,
+                                         score_from=o["score_from"], alpha=o["focal_alpha"],
+                                         gamma=o["focal_gamma"])
+        fg_cost = cls_fg + o["iou_weight"] * reg + o["center_prior"] * outside
+    # Padded gts have zero supply; give them a finite cost so nothing overflows in the solver.
+    return iou, jnp.where(gt_mask[:, None], fg_cost, 0.0), bg_cost
+
+
+def supplies_k(iou_sg, in_region, gt_mask, o):
+    """Dynamic k of every gt [G] int32: SimOTA cost, the top IoUs over all anchors; official
+    OTA, ``ious * is_in_boxes``."""
+    iou_k = iou_sg if o["cost"] == "simota" else jnp.where(in_region, iou_sg, 0.0)
+    return dynamic_k(iou_k, gt_mask, topk_iou=o["topk_iou"], k_rounding=o["k_rounding"])
+
+
+def solve(cost_matrix, k, gt_mask, column_demand, num_anchors, o):
+    """Sinkhorn plan [G + 1, N] of ``cost_matrix`` [G + 1, N] (last row background).
+
+    Supplies: ``k`` [G] for the gts, ``num_anchors - sum k`` for the background; demands:
+    ``column_demand`` [N] anchors per column (1 for an anchor; 0 leaves a column out; a column
+    may stand for several anchors). ``num_anchors`` is the total demand."""
+    k_f = k.astype(jnp.float32)
+    bg_supply = jnp.maximum(num_anchors - jnp.sum(k_f), 0.0)
+    if o["cost"] == "simota":
+        supply = jnp.concatenate([k_f, bg_supply[None]])
+        # Sinkhorn needs equal totals; normalise both to 1 (the plan is rescaled back below).
+        total = jnp.sum(supply)
+        return sinkhorn_plan_unrolled(cost_matrix, supply / total, column_demand / num_anchors,
+                                      epsilon=o["epsilon"], num_iters=o["num_iters"]) * num_anchors
+    # The official marginals, log(mu + 1e-8) and log(nu + 1e-8); padded rows exactly 0.
+    supply = jnp.concatenate([jnp.where(gt_mask, k_f + 1e-8, 0.0), bg_supply[None] + 1e-8])
+    demand = jnp.where(column_demand > 0, column_demand * (1.0 + 1e-8), 0.0)
+    return sinkhorn_plan(cost_matrix, supply, demand, epsilon=o["epsilon"],
+                         num_iters=o["num_iters"], official_order=True)
+
+
+def decide(hard, gt_mask, o, row_max=None):
+    """Owner of every column of the plan ``hard`` [G + 1, N] (no gradient): [N] int in [0, G]
+    (G = background). ``row_max`` [G + 1, 1]: the rows' maxima when ``hard`` holds only some of
+    the plan's columns (official row rescaling)."""
+    if o["rescale_rows"]:
+        # Official: pi / pi.max(dim=1), then the first maximum per anchor; padded rows never win.
+        row_ok = jnp.concatenate([gt_mask, jnp.ones((1,), bool)])
+        if row_max is None:
+            row_max = jnp.max(hard, axis=1, keepdims=True)
+        ok = row_ok[:, None] & (row_max > 0)
+        # A true division (the barrier keeps XLA from turning ``x / broadcast(m)`` into
+        # ``x * (1 / m)``, which is not exact: a row maximum must scale to exactly 1.0, since
+        # equal-cost gts tie there and the first one wins, as in torch).
+        denom = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.where(ok, row_max, 1.0),
+                                                              hard.shape))
+        hard = jnp.where(ok, hard / denom, -1.0)
+    return jnp.argmax(hard, axis=0)

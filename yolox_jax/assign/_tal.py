@@ -34,9 +34,12 @@ Where it differs from the reference (none of it changes a result of the referenc
 """
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
+from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, first_argmin, sanitize_gts, top_k_last
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
@@ -161,7 +164,7 @@ def class_scores(cls_logits, obj_logits, classes, score: str):
 
 def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
         topk: int = 13, alpha: float = 1.0, beta: float = 6.0, eps: float = 1e-7,
-        score: str = "cls") -> Assignment:
+        score: str = "cls", gt_buckets=DEFAULT_GT_BUCKETS) -> Assignment:
     """Task-aligned assignment of a batch (MMYOLO ``BatchTaskAlignedAssigner``).
 
     Args:
@@ -172,6 +175,8 @@ def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
         the IoU in the metric (1, 6). eps: in the quality normalisation (MMYOLO's default 1e-7;
         YOLOv8's config uses 1e-9).
       score: "cls" (sigmoid(cls), the reference) or "joint" (sqrt(sigmoid(cls) * sigmoid(obj))).
+      gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact):
+        the work is done on the fewest rows that hold the batch's largest gt count.
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
@@ -182,10 +187,21 @@ def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     sg = jax.lax.stop_gradient
-    b, a, num_classes = cls_logits.shape
+    b, a, _ = cls_logits.shape
     g = gt_mask.shape[1]
     if g == 0:
         return empty_assignment(b, a, g)
+    rows = partial(_tal_rows, sg(pred_boxes), sg(cls_logits), sg(obj_logits), grid_xy, strides,
+                   topk=topk, alpha=alpha, beta=beta, eps=eps, score=score)
+    return in_gt_buckets(rows, sg(gt_boxes), sg(gt_classes), sg(gt_mask), gt_buckets)
+
+
+def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask,
+              *, topk, alpha, beta, eps, score) -> Assignment:
+    """``tal`` on the gt rows given (any count ``g >= 1``): [B, g] gts -> ``Assignment``."""
+    sg = jax.lax.stop_gradient
+    b, a, num_classes = cls_logits.shape
+    g = gt_mask.shape[1]
     gts, classes, gt_mask = prepare_gts(sg(gt_boxes), sg(gt_classes), sg(gt_mask), num_classes)
     valid = gt_mask[:, :, None]                                            # [B, G, 1]
     preds = cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32))             # [B, A, 4]
