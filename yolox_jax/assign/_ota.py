@@ -41,6 +41,7 @@ to 1e-8.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
@@ -340,6 +341,19 @@ def region(grid_xy, strides, boxes, o) -> jax.Array:
     return in_region
 
 
+def _safe_sqrt(x):
+    """``sqrt(x)`` whose gradient is 0 instead of NaN where ``x`` is 0 (saturated logits)."""
+    ok = x > 0.0
+    return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1.0)), 0.0)
+
+
+def _clamped_log(x, floor: float = -100.0):
+    """``max(log(x), floor)`` (``F.binary_cross_entropy``'s clamp), the same values, but with a
+    zero gradient below the clamp instead of ``0 * inf = NaN`` where ``x`` is 0."""
+    ok = x > jnp.float32(math.exp(floor))
+    return jnp.where(ok, jnp.maximum(jnp.log(jnp.where(ok, x, 1.0)), floor), floor)
+
+
 def pair_costs(pred_boxes, cls_logits, obj_logits, boxes, classes, gt_mask, in_region, o):
     """IoU and costs of every (gt, anchor) pair over the N anchors given.
 
@@ -350,10 +364,10 @@ def pair_costs(pred_boxes, cls_logits, obj_logits, boxes, classes, gt_mask, in_r
         iou = pairwise_iou_cxcywh(boxes, pred_boxes.astype(jnp.float32))
         iou = jnp.where(gt_mask[:, None], iou, 0.0)
         # Class costs of the SimOTA form, split so that no [G, A, C] array exists.
-        p = jnp.sqrt(jax.nn.sigmoid(cls_logits.astype(jnp.float32))
-                     * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None])
-        log_p = jnp.maximum(jnp.log(p), -100.0)
-        log_1mp = jnp.maximum(jnp.log(1.0 - p), -100.0)
+        p = _safe_sqrt(jax.nn.sigmoid(cls_logits.astype(jnp.float32))
+                       * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None])
+        log_p = _clamped_log(p)
+        log_1mp = _clamped_log(1.0 - p)
         bg_cost = -jnp.sum(log_1mp, axis=-1)                                      # [N]
         fg_cost = (bg_cost[None, :] + jnp.take(log_1mp, classes, axis=1).T
                    - jnp.take(log_p, classes, axis=1).T
