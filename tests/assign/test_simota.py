@@ -339,6 +339,34 @@ def _jit_const_grid(fn, args):
         pred, cls, obj, gtb, gtc, gtm)
 
 
+# One jitted function per (assigner, options) for the batch tests below, so that the cases of
+# one shape share their compiled programs.
+@functools.lru_cache(maxsize=None)
+def _vmapped(options=()):
+    return jax.jit(jax.vmap(partial(simota, **dict(options)), in_axes=IN_AXES))
+
+
+@functools.lru_cache(maxsize=None)
+def _batched(options=()):
+    from yolox_jax.assign import simota_batch
+
+    return jax.jit(partial(simota_batch, **dict(options)))
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_const_grid(hw, options=()):
+    """``simota_batch`` with the anchor grid of an ``hw`` input as a compile-time constant."""
+    from yolox_jax.assign import simota_batch
+
+    grid_xy, strides = (np.asarray(x) for x in anchor_grid(hw))
+    return jax.jit(lambda p, c, o, b, k, m: simota_batch(p, c, o, grid_xy, strides, b, k, m,
+                                                         **dict(options)))
+
+
+def _key(options):
+    return tuple(sorted(options.items()))
+
+
 def test_window_candidates_equal_margin_test():
     """The per-level window search finds exactly the anchors of the dense centre test, also for
     gts at and beyond the image border, on region edges and with NaN boxes."""
@@ -374,14 +402,13 @@ def test_window_candidates_equal_margin_test():
     ((2, 9, 30, 17), 40, {"gt_buckets": (4, 8, 16, 32), "candidates_per_gt": 4}),
 ])
 def test_simota_batch_equals_vmapped_simota(counts, pad, batch_options):
-    from yolox_jax.assign import simota_batch
-
     rng = np.random.default_rng(sum(counts) + pad)
     args = _batch_problems(rng, counts, pad)
-    ref = jax.jit(jax.vmap(simota, in_axes=IN_AXES))(*args)
-    out = jax.jit(partial(simota_batch, **batch_options))(*args)   # traced grid: margin test
+    ref = _vmapped()(*args)
+    out = _batched(_key(batch_options))(*args)   # traced grid: margin test
     _assert_same_assignment(out, ref)
-    out = _jit_const_grid(partial(simota_batch, **batch_options), args)   # window test
+    pred, cls, obj, _, _, gtb, gtc, gtm = args
+    out = _batched_const_grid(HW, _key(batch_options))(pred, cls, obj, gtb, gtc, gtm)   # window test
     _assert_same_assignment(out, ref)
     if any(counts):
         assert int(np.asarray(out.num_fg).sum()) > 0

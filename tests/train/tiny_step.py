@@ -46,6 +46,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def first_errors(outputs: dict) -> str:
+    """The first lines that say what went wrong in each process's output (``{pid: text}``): the
+    end of every Python traceback (its exception line) and the first error and fatal lines of
+    XLA's log, each with a line of context. A failure report leads with these: the full outputs
+    that follow are long, and the process that failed first is usually not the one whose error
+    ends the report (the other one times out waiting for it)."""
+    import re
+
+    lines = ["--- first errors of each process"]
+    for pid, text in outputs.items():
+        found = []
+        rows = text.splitlines()
+        for i, row in enumerate(rows):
+            if row.startswith("Traceback (most recent call last)"):
+                end = next((j for j in range(i + 1, len(rows)) if rows[j] and rows[j][0] != " "),
+                           len(rows) - 1)
+                found += [rows[j] for j in range(max(i + 1, end - 2), end + 1)]
+            elif re.match(r"[EF]\d{4} ", row) or "Fatal Python error" in row:
+                found.append(row)
+        lines.append(f"process {pid}:" if found else f"process {pid}: (no error line)")
+        lines += [f"  {row[:300]}" for row in found[:12]]
+    return "\n".join(lines)
+
+
+def one_run_at_a_time():
+    """A lock (held while the ``with`` block runs) that the tests starting a multi-process run
+    take, so that the test workers of a parallel suite run one such run at a time: each run's
+    processes step together, and one whose partner is starved of CPU by another run's compiles
+    waits at every barrier for it."""
+    import contextlib
+    import fcntl
+    import os
+    import tempfile
+
+    @contextlib.contextmanager
+    def held():
+        path = os.path.join(tempfile.gettempdir(), "yolox_jax_test_multiprocess.lock")
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return held()
+
+
 def run_pair(args_of, timeout=900):
     """Start processes 0 and 1 of a two-process run (``args_of(pid)`` -> argv), wait for both,
     return their ``(returncode, stdout, stderr)``; both must succeed.
@@ -60,27 +107,29 @@ def run_pair(args_of, timeout=900):
 
     env = worker_env(PYTHONFAULTHANDLER="1", PYTHONUNBUFFERED="1")
     env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen(args_of(pid), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
-    deadline = time.monotonic() + timeout
-    results = []
-    try:
-        for proc in procs:
-            try:
-                out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                for other in procs:
-                    if other.poll() is None:
-                        other.send_signal(signal.SIGABRT)
-                out, err = proc.communicate(timeout=60)
-            results.append((proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    with one_run_at_a_time():
+        procs = [subprocess.Popen(args_of(pid), env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+        deadline = time.monotonic() + timeout
+        results = []
+        try:
+            for proc in procs:
+                try:
+                    out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    for other in procs:
+                        if other.poll() is None:
+                            other.send_signal(signal.SIGABRT)
+                    out, err = proc.communicate(timeout=60)
+                results.append((proc.returncode, out, err))
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
     if any(rc != 0 for rc, _, _ in results):
-        report = [f"--- process {pid}: exit code {rc}\n{out[-2000:]}\n{err[-6000:]}"
-                  for pid, (rc, out, err) in enumerate(results)]
+        report = [first_errors({pid: out + err for pid, (_, out, err) in enumerate(results)})]
+        report += [f"--- process {pid}: exit code {rc}\n{out[-2000:]}\n{err[-6000:]}"
+                   for pid, (rc, out, err) in enumerate(results)]
         raise AssertionError("\n".join(report))
     return results
 
@@ -102,23 +151,25 @@ def run_launcher(argv, log_dir, log_name, timeout=900):
 
     env = worker_env(PYTHONFAULTHANDLER="1", YOLOX_JAX_PYTHON=sys.executable)
     env.pop("XLA_FLAGS", None)
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
+    with one_run_at_a_time():
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
         try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGABRT)
-            out, err = proc.communicate(timeout=60)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGABRT)
+                out, err = proc.communicate(timeout=60)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     paths = [Path(log_dir) / log_name.format(pid) for pid in (0, 1)]
     logs = [p.read_text() if p.exists() else f"({p} was not written)" for p in paths]
     if proc.returncode != 0:
-        report = [f"--- launcher: exit code {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"]
+        report = [first_errors(dict(enumerate(logs))),
+                  f"--- launcher: exit code {proc.returncode}\n{out[-2000:]}\n{err[-4000:]}"]
         report += [f"--- process {pid}: {paths[pid]}\n{logs[pid][-6000:]}" for pid in (0, 1)]
         raise AssertionError("\n".join(report))
     return out, err, logs
