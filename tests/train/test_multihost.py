@@ -77,7 +77,8 @@ STEP_WORKER = textwrap.dedent(r"""
 CKPT_WORKER = textwrap.dedent(r"""
     # argv: process_id port directory. Both managers of a Checkpointer save the same steps,
     # asynchronously, one right after the other (what the loop does when the AP improves).
-    import os, sys
+    # Process 1 reaches the Checkpointer 40 s after process 0, as a slower host does.
+    import os, sys, time
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     import jax, jax.numpy as jnp
     from yolox_jax.train.sharding import maybe_initialize_distributed, make_mesh, replicated
@@ -87,6 +88,8 @@ CKPT_WORKER = textwrap.dedent(r"""
     make = jax.jit(lambda v: {"params": {"w": jnp.full((64, 64), v)}, "batch_stats": {},
                               "ema_params": {"w": jnp.full((64, 64), v)}, "ema_batch_stats": {}},
                    out_shardings=replicated(mesh))
+    if jax.process_index() == 1:
+        time.sleep(40)
     ck = Checkpointer(sys.argv[3], keep=2)
     for step in range(1, 9):
         state = make(jnp.float32(step))
@@ -155,7 +158,11 @@ def test_two_processes_save_latest_and_best_of_the_same_step(tmp_path):
     """Regression: Orbax names an async save's barriers after the step folder, so `latest/3` and
     `best/3` saved together by two processes shared barrier keys and a save hung; each manager
     now has its own barrier-key prefix. Both processes finish, and both managers keep what
-    they should."""
+    they should.
+
+    Regression: process 1 reaches the Checkpointer 40 s after process 0. Orbax's first barrier
+    is a device collective, and gloo gives up on connecting processes that reach their first
+    collective more than 30 s apart; the Checkpointer now waits for every process first."""
     port = free_port()
     run_pair(lambda pid: [sys.executable, "-c", CKPT_WORKER, str(pid), str(port),
                            str(tmp_path / "ck")], timeout=300)

@@ -31,6 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from yolox_jax.errors import UserError
+from yolox_jax.train.sharding import wait_for_processes
 
 log = logging.getLogger("yolox_jax.train")
 
@@ -115,6 +116,11 @@ class Checkpointer:
                 multiprocessing_options=ocp.options.MultiprocessingOptions(
                     barrier_sync_key_prefix=f"yolox_jax_{name}"), **options))
 
+        # Creating a manager is a device collective across processes (Orbax's first barrier). On
+        # CPU hosts that is gloo's first connection, which fails when the processes arrive more
+        # than about 30 s apart (one host slower to import, build its data or compile): wait for
+        # every process through the coordination service first.
+        wait_for_processes("checkpointer")
         self.latest = manager("latest", max_to_keep=keep)
         self.best = manager("best", max_to_keep=1, best_fn=lambda m: m["ap"], best_mode="max")
         self._best_ap: float | None = None
