@@ -143,3 +143,36 @@ def test_gradient_is_finite_where_the_scores_saturate():
     grad = np.asarray(jax.jit(jax.grad(f))(raw))
     assert np.isfinite(grad).all()
     assert np.abs(grad).max() > 0
+
+
+def test_ota_class_cost_gradient_is_finite_where_the_joint_score_saturates():
+    """The official OTA class cost on the joint score (``score_from="joint"``, probabilities):
+    where the score is 0 or 1 in float32 the clamped logs pass a zero gradient, not
+    ``0 * inf = NaN``; the values are those of the plain clamp."""
+    from yolox_jax.assign._ota import ota_class_cost
+
+    rng = np.random.default_rng(0)
+    cls = rng.normal(size=(30, 4)).astype(np.float32)
+    obj = rng.normal(size=30).astype(np.float32)
+    cls[:10] = -120.0       # class scores 0
+    obj[10:20] = 40.0       # objectness 1
+    cls[10:20] = 40.0       # class scores 1
+    classes = jnp.array([0, 2, 3])
+
+    def total(cls, obj):
+        fg, bg = ota_class_cost(cls, obj, classes, score_from="joint")
+        return jnp.sum(fg) + jnp.sum(bg), (fg, bg)
+
+    grads, (fg, bg) = jax.jit(jax.grad(total, argnums=(0, 1), has_aux=True))(cls, obj)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+    assert np.abs(np.asarray(grads[0][20:])).max() > 0
+    # The same values as the plain clamped logs (F.binary_cross_entropy's clamp at -100).
+    s = (1 / (1 + np.exp(-cls.astype(np.float64)))) * (1 / (1 + np.exp(-obj.astype(np.float64))))[:, None]
+    s = s.astype(np.float32).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        neg = 0.75 * -np.maximum(np.log(1 - s), -100) * s ** 2
+        pos = 0.25 * -np.maximum(np.log(s), -100) * (1 - s) ** 2
+    want_bg = neg.sum(1)
+    want_fg = want_bg[None, :] - neg[:, classes].T + pos[:, classes].T
+    np.testing.assert_allclose(np.asarray(bg), want_bg, rtol=2e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(fg), want_fg, rtol=2e-5, atol=1e-4)

@@ -183,8 +183,8 @@ def _focal_terms(z, *, from_logits: bool, alpha: float, gamma: float):
         ce0, ce1 = z + soft, soft
     else:
         p = z
-        ce0 = -jnp.maximum(jnp.log(1.0 - p), -100.0)
-        ce1 = -jnp.maximum(jnp.log(p), -100.0)
+        ce0 = -_clamped_log(1.0 - p)
+        ce1 = -_clamped_log(p)
     neg = (1.0 - alpha) * (ce0 * p ** gamma)
     pos = alpha * (ce1 * (1.0 - p) ** gamma)
     return neg, pos
