@@ -5,6 +5,7 @@ from functools import partial
 from pathlib import Path
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -279,8 +280,13 @@ def test_top_k_last_equals_lax_top_k_with_ties_inf_nan(n, k, block):
 
 
 def test_first_argmin_and_pick_resolution_equal_dense_versions():
-    from yolox_jax.assign._simota import (first_argmin, lowest_cost_picks, resolve_conflicts,
-                                      resolve_picks, select_lowest_cost)
+    from yolox_jax.assign import _simota
+
+    # Each function jitted whole: one compile each instead of one per primitive.
+    first_argmin = jax.jit(_simota.first_argmin, static_argnames="axis")
+    lowest_cost_picks = jax.jit(_simota.lowest_cost_picks, static_argnums=2)
+    resolve_conflicts, resolve_picks = jax.jit(_simota.resolve_conflicts), jax.jit(_simota.resolve_picks)
+    select_lowest_cost = jax.jit(_simota.select_lowest_cost, static_argnums=2)
 
     rng = np.random.default_rng(11)
     cost = np.round(rng.normal(size=(9, 500)) * 2).astype(np.float32)   # many ties
@@ -385,10 +391,12 @@ def test_window_candidates_equal_margin_test():
         mask = rng.uniform(size=n) < 0.8
         any_m = geometry_margins(grid_xy, strides, boxes, candidate_rule="center",
                                  center_radius=r)[1]
+        dense = jax.jit(lambda m, k: _candidates(m, k, None))
+        window = jax.jit(lambda b, k, levels=levels, r=r: _window_candidates(levels, b, k, r))
         for i in range(0, n, 30):        # small groups, so the union stays informative
             sl = slice(i, i + 30)
-            want = _candidates(any_m[sl], mask[sl], None)
-            got = _window_candidates(levels, boxes[sl], mask[sl], r)
+            want = dense(any_m[sl], mask[sl])
+            got = window(boxes[sl], mask[sl])
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{hw} {r} {i}")
     assert grid_levels(np.zeros((5, 2), np.float32), np.full(5, 8.0, np.float32)) is None
 
