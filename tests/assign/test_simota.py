@@ -422,9 +422,10 @@ def test_simota_batch_equals_vmapped_simota(counts, pad, batch_options):
     {"center_radius": 2.5},
 ])
 def test_simota_batch_options_equal_vmapped_simota(options):
-    """Each option reaches both forms unchanged. Checked on the constant grid (the form the loss
-    compiles, with the per-level window search); the traced grid's margin test is checked
-    against the same reference in test_simota_batch_equals_vmapped_simota."""
+    """With each option, simota_batch gives the vmapped simota's assignment. Checked on the
+    constant grid (the form the loss compiles, with the per-level window search); the traced
+    grid's margin test is checked against the vmapped simota in
+    test_simota_batch_equals_vmapped_simota."""
     rng = np.random.default_rng(11)
     args = _batch_problems(rng, (3, 7, 1, 12), 12)
     ref = _vmapped(_key(options))(*args)
@@ -436,7 +437,6 @@ def test_simota_batch_options_equal_vmapped_simota(options):
 
 def test_simota_batch_matches_numpy_oracle_at_640():
     """Full-size anchors (8400) where the default compaction really applies (U = 48 * g)."""
-
     rng = np.random.default_rng(12)
     hw = (640, 640)
     args = _batch_problems(rng, (25, 3), 40, hw=hw)

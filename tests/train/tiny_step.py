@@ -1,5 +1,7 @@
 """The small problem the data-parallel tests' subprocess workers train on (imported by them),
 and the helpers that start those workers."""
+import contextlib
+
 import numpy as np
 
 from yolox_jax import build_model
@@ -70,27 +72,23 @@ def first_errors(outputs: dict) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
 def one_run_at_a_time():
     """A lock (held while the ``with`` block runs) that the tests starting a multi-process run
     take, so that the test workers of a parallel suite run one such run at a time: each run's
     processes step together, and one whose partner is starved of CPU by another run's compiles
     waits at every barrier for it."""
-    import contextlib
     import fcntl
     import os
     import tempfile
 
-    @contextlib.contextmanager
-    def held():
-        path = os.path.join(tempfile.gettempdir(), "yolox_jax_test_multiprocess.lock")
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    return held()
+    path = os.path.join(tempfile.gettempdir(), "yolox_jax_test_multiprocess.lock")
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_pair(args_of, timeout=900):
