@@ -20,8 +20,8 @@ STEP_WORKER = textwrap.dedent(r"""
     # after the second.
     import os, sys
     out, mode, init_file = sys.argv[1:4]
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + (
-        "1" if mode == "single" else "2")
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
+        " --xla_force_host_platform_device_count=" + ("1" if mode == "single" else "2"))
     import jax, jax.numpy as jnp, numpy as np
     from yolox_jax.train.sharding import maybe_initialize_distributed
     if mode == "multi":
@@ -80,7 +80,8 @@ CKPT_WORKER = textwrap.dedent(r"""
     # asynchronously, one right after the other (what the loop does when the AP improves).
     # Process 1 reaches the Checkpointer 40 s after process 0, as a slower host does.
     import os, sys, time
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
+        " --xla_force_host_platform_device_count=1")
     import jax, jax.numpy as jnp
     from yolox_jax.train.sharding import maybe_initialize_distributed, make_mesh, replicated
     maybe_initialize_distributed("on", f"127.0.0.1:{sys.argv[2]}", 2, int(sys.argv[1]))
@@ -103,9 +104,7 @@ CKPT_WORKER = textwrap.dedent(r"""
 
 
 def _env():
-    env = worker_env(PYTHONFAULTHANDLER="1")
-    env.pop("XLA_FLAGS", None)
-    return env
+    return worker_env(PYTHONFAULTHANDLER="1")
 
 
 @pytest.fixture(scope="module")

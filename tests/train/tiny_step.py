@@ -31,10 +31,18 @@ def tiny_problem():
 
 
 def worker_env(**extra):
-    """Environment for a worker subprocess: CPU only, this folder importable."""
+    """Environment for a worker subprocess: CPU only, this folder importable, and of the
+    suite's ``XLA_FLAGS`` only its compiler optimisation level (a worker sets its own device
+    count)."""
     import os
 
     env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
+    level = [f for f in env.get("XLA_FLAGS", "").split()
+             if f.startswith("--xla_backend_optimization_level=")]
+    if level:
+        env["XLA_FLAGS"] = level[-1]
+    else:
+        env.pop("XLA_FLAGS", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
                                                       env.get("PYTHONPATH")]))
     return env
@@ -104,7 +112,6 @@ def run_pair(args_of, timeout=900):
     import time
 
     env = worker_env(PYTHONFAULTHANDLER="1", PYTHONUNBUFFERED="1")
-    env.pop("XLA_FLAGS", None)
     with one_run_at_a_time():
         procs = [subprocess.Popen(args_of(pid), env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
@@ -148,7 +155,6 @@ def run_launcher(argv, log_dir, log_name, timeout=900):
     from pathlib import Path
 
     env = worker_env(PYTHONFAULTHANDLER="1", YOLOX_JAX_PYTHON=sys.executable)
-    env.pop("XLA_FLAGS", None)
     with one_run_at_a_time():
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
