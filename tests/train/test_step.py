@@ -71,3 +71,26 @@ def test_multiscale_schedule_is_deterministic_and_official():
     assert {multiscale_size(nano, t)[0] for t in range(2000)} == {32 * k for k in range(10, 21)}
     off = apply_overrides(Config(), ["data.multiscale_range=0"])
     assert {multiscale_size(off, t) for t in range(100)} == {(640, 640)}
+
+
+def test_initial_variables_do_not_depend_on_the_input_size():
+    """The trainer initialises every model with one 64x64 probe input (one init program per
+    model, whatever the run's input size): the variables equal, bitwise, those of an init at the
+    run's own (non-square) input size, with the same seed."""
+    from yolox_jax import build_model
+    from yolox_jax.config import load_config
+    from yolox_jax.train.loop import INIT_PROBE_HW, initial_variables
+    from yolox_jax.train.sharding import make_mesh
+
+    cfg = load_config(None)
+    apply_overrides(cfg, ["data.input_size=(96,160)", "train.seed=7"])
+    assert tuple(cfg.data.input_size) != INIT_PROBE_HW
+    model = build_model("yolox-nano", num_classes=3, width=0.125)
+    probe = initial_variables(cfg, model, make_mesh(jax.devices()[:1]))
+    own = jax.jit(lambda r: model.init(r, jnp.zeros((1, 96, 160, 3)), train=False))(
+        jax.random.key(7, impl="rbg"))
+    assert jax.tree_util.tree_structure(probe) == jax.tree_util.tree_structure(own)
+    leaves = list(zip(jax.tree_util.tree_leaves(probe), jax.tree_util.tree_leaves(own)))
+    assert len(leaves) > 100
+    for a, b in leaves:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
