@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
-from yolox_jax.assign._simota import Assignment, first_argmin, sanitize_gts, top_k_last
+from yolox_jax.assign._simota import Assignment, sanitize_gts, top_k_last
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
 # ``select_candidates_in_gts`` and ``yolov6_iou_calculator`` eps (MMYOLO utils.py).
@@ -90,13 +90,20 @@ def select_highest_overlaps(pos, overlaps, gt_mask):
 
     pos [B, G, A] bool (pairs taken), overlaps [B, G, A], gt_mask [B, G] ->
     ``(fg [B, A] bool, matched [B, A] int32)``. An anchor taken by one gt keeps it; one taken by
-    several goes to ``argmax_g overlaps`` over all valid gts (first maximum); ``matched`` is 0
-    where not fg."""
-    count = jnp.sum(pos, axis=1, dtype=jnp.int32)                          # [B, A]
-    sole = first_argmin(~pos, axis=1)                                      # the first taker
-    best = first_argmin(jnp.where(gt_mask[:, :, None], -overlaps, jnp.inf), axis=1)
-    fg = count > 0
-    matched = jnp.where(count > 1, best, sole)
+    several goes to ``argmax_g overlaps`` over all valid gts (first maximum; a NaN overlap counts
+    as the largest, as in torch's ``argmax``); ``matched`` is 0 where not fg.
+
+    Four reductions over the gt axis, none variadic: the first and the last taker (several
+    takers when they differ), the largest overlap and the first row that reaches it."""
+    g = pos.shape[1]
+    rows = jax.lax.broadcasted_iota(jnp.int32, pos.shape, 1)
+    first = jnp.min(jnp.where(pos, rows, g), axis=1)                       # [B, A]; g: none
+    last = jnp.max(jnp.where(pos, rows, -1), axis=1)
+    key = jnp.where(gt_mask[:, :, None],
+                    jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
+    best = jnp.min(jnp.where(key == jnp.max(key, axis=1, keepdims=True), rows, g), axis=1)
+    fg = first < g
+    matched = jnp.where(last > first, best, first)
     return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
 
 
@@ -145,6 +152,15 @@ def empty_assignment(b: int, a: int, g: int) -> Assignment:
     return Assignment(fg_mask=zb, matched_gt=zi, matched_iou=zf, num_fg=jnp.zeros((b,), jnp.int32),
                       matched_class=zi, max_iou=zf, dynamic_k=jnp.zeros((b, g), jnp.int32),
                       candidate_mask=zb, quality=zf, weight=None)
+
+
+def power(x, p):
+    """``x ** p`` for the metric's exponents: a whole exponent in [0, 16] (TAL's 1 and 6) as a
+    product of squares (``lax.integer_pow``: a few multiplies instead of a ``log`` and an
+    ``exp`` per element, within a few ulp of ``pow``), any other with ``jnp.power``."""
+    if isinstance(p, (int, float)) and float(p).is_integer() and 0 <= p <= 16:
+        return jax.lax.integer_pow(x, int(p))
+    return jnp.power(x, jnp.asarray(p, jnp.float32))
 
 
 def class_scores(cls_logits, obj_logits, classes, score: str):
@@ -208,8 +224,10 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
 
     iou = iou_yolov6(gts, preds)                                           # [B, G, A]
     scores = class_scores(sg(cls_logits), sg(obj_logits), classes, score)  # [B, G, A]
-    align = jnp.power(scores, jnp.float32(alpha)) * jnp.power(iou, jnp.float32(beta))
+    iou, scores = jax.lax.optimization_barrier((iou, scores))
+    align = power(scores, alpha) * power(iou, beta)
     in_gt = points_in_gts(anchor_points(grid_xy, strides), gts) & valid    # [B, G, A]
+
 
     # Each gt's top-k metrics among the anchors inside it (others compete with metric 0).
     _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a))   # [B, G, K]
