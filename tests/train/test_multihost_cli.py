@@ -3,9 +3,7 @@ started by the launch scripts' local modes (scripts/launch/): both finish, toget
 exactly the batches of a one-process run, Orbax checkpoints written together restore, and the EMA
 model is evaluated."""
 import json
-import os
-import subprocess
-import sys
+import math
 from pathlib import Path
 
 import pytest
@@ -33,36 +31,44 @@ def _losses(run_dir):
     return {r["step"]: r["train/total_loss"] for r in rows if "train/total_loss" in r}
 
 
+def _one_process_rows(steps):
+    """Row digests of the global batches a one-process run of ``SMALL`` trains on (its data
+    pipeline, read here in this process: the batches do not depend on the model)."""
+    from yolox_jax.config import load_config
+    from yolox_jax.train import inputs
+    from yolox_jax.train.loop import batch_digest, close_iterator
+
+    cfg = load_config("synthetic", SMALL)
+    source, _ = inputs.build_sources(cfg.data)
+    iterator = inputs.train_iterator(cfg, source, "aug", cfg.data.batch_size, 0)
+    try:
+        return {step: batch_digest(next(iterator))[1] for step in range(1, steps + 1)}
+    finally:
+        close_iterator(iterator)
+
+
 @pytest.mark.slow
 def test_train_cli_on_two_processes(tmp_path):
     """`yolox-jax train` as two processes, started by the SLURM script's local mode (through the
     per-task script that srun runs): both finish; at every step, process 0's rows then process
     1's rows are exactly the global batch a one-process run with the same config trains on
-    (images, boxes and every augmentation draw); the first step's loss agrees; the Orbax
-    checkpoints written together by both are committed and restore, and the EMA model is
-    evaluated."""
+    (images, boxes and every augmentation draw); the Orbax checkpoints written together by both
+    are committed and restore, and the EMA model is evaluated. (That the step on a batch split
+    over processes equals the step on one device is tests/train/test_multihost.py.)"""
     logs = tmp_path / "logs"
     out, _, (log0, log1) = run_launcher(
         ["bash", str(LAUNCH / "slurm.sbatch"), "--local", "--log-dir", str(logs), "--",
          "-f", "synthetic", *SMALL, f"run.output_dir={tmp_path}", "run.experiment=mp"],
         logs, "task-{}.log")
-    single = subprocess.run([sys.executable, "-m", "yolox_jax.cli", "train", *SMALL,
-                             f"run.output_dir={tmp_path}", "run.experiment=one"],
-                            env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
-                            text=True, timeout=900)
-    assert single.returncode == 0, single.stderr[-4000:]
     run_dir = tmp_path / "mp"
     p0, p1 = _rows(run_dir / "batches.jsonl"), _rows(run_dir / "batches.p1.jsonl")
-    one = _rows(tmp_path / "one" / "batches.jsonl")
-    assert sorted(p0) == sorted(p1) == sorted(one) == list(range(1, 7))
+    one = _one_process_rows(6)
+    assert sorted(p0) == sorted(p1) == list(range(1, 7))
     for step in one:
         assert len(p0[step]) == len(p1[step]) == 2
         assert p0[step] + p1[step] == one[step], step
-    # Same batches, same initial weights, global BatchNorm statistics and a loss normalised by
-    # the global foreground count: the first step's loss agrees to float rounding (later steps
-    # may drift: reductions sum in another order, and SimOTA's discrete choices can flip).
-    two_losses, one_losses = _losses(run_dir), _losses(tmp_path / "one")
-    assert abs(two_losses[1] - one_losses[1]) <= 1e-4 * abs(one_losses[1]), (two_losses, one_losses)
+    losses = _losses(run_dir)
+    assert sorted(losses) == list(range(1, 7)) and all(map(math.isfinite, losses.values()))
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("AP50" in json.dumps(m) for m in metrics)
 

@@ -202,10 +202,9 @@ def _official_variables(path: Path, cfg):
     return from_torch_state_dict(sd, cfg.model.name, int(sd[key].shape[0]), **overrides)
 
 
-def _log_digest(run_dir: Path, step: int, batch: dict):
-    """CRC32 of this process's host batch for step ``step`` (1-based), whole and row by row (a
-    2-process run's rows, process 0's then process 1's, equal a 1-process run's rows):
-    batches.jsonl (process 0), batches.p<i>.jsonl (others)."""
+def batch_digest(batch: dict) -> tuple[int, list[int]]:
+    """CRC32 of a host batch, whole and row by row: ``(crc, [crc of row r])`` over its arrays in
+    key order. A 2-process run's rows (process 0's, then process 1's) equal a 1-process run's."""
     keys = sorted(batch)
     crc, rows = 0, []
     for key in keys:
@@ -215,6 +214,13 @@ def _log_digest(run_dir: Path, step: int, batch: dict):
         for key in keys:
             row = zlib.crc32(np.ascontiguousarray(batch[key][r]).tobytes(), row)
         rows.append(row)
+    return crc, rows
+
+
+def _log_digest(run_dir: Path, step: int, batch: dict):
+    """``batch_digest`` of this process's host batch for step ``step`` (1-based), appended to
+    batches.jsonl (process 0) or batches.p<i>.jsonl (the others)."""
+    crc, rows = batch_digest(batch)
     i = jax.process_index()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ("batches.jsonl" if i == 0 else f"batches.p{i}.jsonl"), "a") as f:
