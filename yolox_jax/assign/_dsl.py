@@ -29,6 +29,9 @@ Differences from the reference (options keep the reference reachable):
 * ``class_cost="all_classes"``: the class cost of mmdet's per-image ``DynamicSoftLabelAssigner``,
   the same term summed over all classes with soft label IoU at the gt class and 0 elsewhere,
   computed as a per-anchor sum over classes of the zero-label term plus a per-gt correction;
+* rounding: the centre prior ``10 ** y`` is computed as ``exp(y ln 10)`` (relative difference
+  about ``|y| * 1e-7``, largest for the far anchors whose costs no pick reaches), and the
+  sigmoid and the two softplus terms of the class cost share one ``exp`` and one ``log1p``;
 * padding: MMYOLO pads gts with zero boxes that still enter the conflict ``argmin`` (so a padded
   gt can take a contested anchor); here padded rows take part in nothing;
 * ``keep_outside_picks=False`` (default): MMYOLO's sort includes the INF non-candidates, so a gt
@@ -43,6 +46,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, sanitize_gts, top_k_last
@@ -77,7 +81,12 @@ def _prob_terms(x, obj, score: str):
     neither log loses precision near p = 0 or 1. ``obj`` broadcasts against ``x``.
     """
     if score == "cls":
-        return jax.nn.sigmoid(x), jax.nn.softplus(-x), jax.nn.softplus(x)
+        # One exp and one log1p for all three: with e = exp(-|x|), softplus(+-x) =
+        # max(+-x, 0) + log1p(e) and sigmoid(x) = 1 / (1 + e) (x >= 0) or e / (1 + e).
+        e = jnp.exp(-jnp.abs(x))
+        tail = jnp.log1p(e)
+        p = jnp.where(x >= 0, 1.0, e) / (1.0 + e)
+        return p, jnp.maximum(-x, 0.0) + tail, jnp.maximum(x, 0.0) + tail
     nlog_q = jax.nn.softplus(-x) + jax.nn.softplus(-obj)
     p = jnp.exp(-0.5 * nlog_q)
     log_1mq = jnp.logaddexp(-jax.nn.softplus(x), -jax.nn.softplus(-x) - jax.nn.softplus(obj))
@@ -135,7 +144,8 @@ def dsl_cost(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes
     dx, dy = px - centre[:, 0:1], py - centre[:, 1:2]
     dist = jnp.sqrt(dx * dx + dy * dy) / strides[None, :]
     dist = jnp.where(candidate[None, :], dist, 0.0)
-    center_prior = jnp.power(jnp.float32(10.0), dist - jnp.float32(soft_center_radius))
+    # 10 ** y as exp(y ln 10): XLA:CPU's pow is a scalar call per element, exp is vectorised.
+    center_prior = jnp.exp((dist - jnp.float32(soft_center_radius)) * jnp.float32(np.log(10.0)))
 
     iou_cost = -jnp.log(iou + EPS) * jnp.float32(iou_weight)
     cls_cost = soft_label_cls_cost(cls_logits, obj_logits, classes, iou, score=score,
