@@ -44,7 +44,7 @@ import numpy as np
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, top_k_last
-from yolox_jax.assign._tal import (anchor_points, empty_assignment, finish, gather_rows,
+from yolox_jax.assign._tal import (IN_GT_EPS, anchor_points, empty_assignment, finish, gather_rows,
                                    iou_yolov6, points_in_gts, prepare_gts,
                                    select_highest_overlaps)
 from yolox_jax.ops.anchors import DEFAULT_STRIDES
@@ -93,18 +93,9 @@ def bbox_overlaps(gts, priors, eps: float = OVERLAP_EPS):
     return overlap / union
 
 
-def _candidates_static(dist, bounds, topk: int):
-    """Per level (static slices), the ``min(topk, size)`` nearest anchors of every gt:
-    dist [B, G, A] -> [B, G, A] bool."""
-    b, g, a = dist.shape
-    idx = jnp.concatenate([top_k_last(-dist[..., lo:hi], min(topk, hi - lo))[1] + lo
-                           for lo, hi in bounds], axis=-1)                # [B, G, sum k_l]
-    bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
-    return jnp.zeros((b, g, a), bool).at[bi, gi, idx].set(True)
-
-
 def _candidates_traced(dist, strides, topk: int):
-    """``_candidates_static`` when the level boundaries are traced: sort each gt's anchors by
+    """Per level the ``topk`` nearest anchors of every gt when the level boundaries are traced
+    (dist [B, G, A] -> [B, G, A] bool): sort each gt's anchors by
     (level, distance, index) and keep those whose rank inside their level is below ``topk``.
     Levels are contiguous and numbered in anchor order, so level l occupies the same positions
     [start_l, stop_l) of the sorted row as of the anchor axis."""
@@ -121,6 +112,44 @@ def _candidates_traced(dist, strides, topk: int):
     keep = (pos - jnp.take(start, order)) < topk
     bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
     return jnp.zeros(shape, bool).at[bi, gi, order].set(keep)
+
+
+def _positives_static(dist, overlaps, gts, prior_centres, valid, bounds, topk: int):
+    """Positives when the level slices are static, on the candidates only (as the reference
+    gathers them): per level the ``min(topk, size)`` nearest anchors of every gt ([B, G, K]
+    indices), the threshold from their prior IoUs, the inside test at their points.
+
+    dist, overlaps [B, G, A]; gts [B, G, 4] xyxy; prior_centres [A, 2]; valid [B, G, 1] ->
+    ``(pos [B, G, A] bool, candidate [B, A] bool: in the top-k of some valid gt)``."""
+    b, g, a = dist.shape
+    idx = jnp.concatenate([top_k_last(-dist[..., lo:hi], min(topk, hi - lo))[1] + lo
+                           for lo, hi in bounds], axis=-1)                # [B, G, K]
+    cand_iou = jnp.take_along_axis(overlaps, idx, axis=-1)                 # [B, G, K]
+    n = idx.shape[-1]
+    mean = jnp.sum(cand_iou, axis=-1, keepdims=True) / n
+    var = jnp.sum(jnp.square(cand_iou - mean), axis=-1, keepdims=True) / (n - 1)
+    px, py = prior_centres[idx, 0], prior_centres[idx, 1]                  # [B, G, K]
+    x1, y1, x2, y2 = (gts[..., i:i + 1] for i in range(4))
+    inside = jnp.minimum(jnp.minimum(px - x1, py - y1), jnp.minimum(x2 - px, y2 - py)) > IN_GT_EPS
+    keep = (cand_iou > mean + jnp.sqrt(var)) & inside & valid
+    bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
+    pos = jnp.zeros((b, g, a), bool).at[bi, gi, idx].set(keep)
+    candidate = jnp.zeros((b, a), bool).at[bi[:, :, 0], idx.reshape(b, -1)].max(
+        jnp.broadcast_to(valid, idx.shape).reshape(b, -1))
+    return pos, candidate
+
+
+def _positives_dense(dist, *, overlaps, gts, prior_centres, valid, strides, topk: int):
+    """``_positives_static`` when the level boundaries are traced: candidates from the sort of
+    ``_candidates_traced``, the threshold over [B, G, A] masks."""
+    cand = _candidates_traced(dist, strides, topk)
+    n = jnp.sum(cand, axis=-1, keepdims=True, dtype=jnp.int32).astype(jnp.float32)
+    mean = jnp.sum(jnp.where(cand, overlaps, 0.0), axis=-1, keepdims=True) / n
+    sq_dev = jnp.where(cand, jnp.square(overlaps - mean), 0.0)
+    var = jnp.sum(sq_dev, axis=-1, keepdims=True) / (n - 1)
+    is_pos = cand & (overlaps > mean + jnp.sqrt(var))
+    pos = is_pos & points_in_gts(prior_centres, gts) & valid
+    return pos, jnp.any(cand & valid, axis=1)
 
 
 def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
@@ -172,27 +201,20 @@ def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, 
     dist = jnp.sqrt(dx * dx + dy * dy)                                     # [B, G, A]
 
     bounds, k = level_bounds(strides), int(topk)
+    dense = partial(_positives_dense, overlaps=overlaps, gts=gts, prior_centres=prior_centres,
+                    valid=valid, strides=strides, topk=k)
     if bounds is not None:
-        cand = _candidates_static(dist, bounds, k)
+        pos, candidate = _positives_static(dist, overlaps, gts, prior_centres, valid, bounds, k)
     elif default_layout(a) is None:
-        cand = _candidates_traced(dist, strides, k)
+        pos, candidate = dense(dist)
     else:   # traced strides: the static slices if they are the default layout, else the sort
         bounds, expected = default_layout(a)
-        cand = jax.lax.cond(jnp.all(jnp.asarray(strides, jnp.float32) == expected),
-                            lambda d: _candidates_static(d, bounds, k),
-                            lambda d: _candidates_traced(d, strides, k), dist)
-
-    # Threshold: mean + unbiased std of each gt's candidate prior IoUs.
-    n = jnp.sum(cand, axis=-1, keepdims=True, dtype=jnp.int32).astype(jnp.float32)
-    mean = jnp.sum(jnp.where(cand, overlaps, 0.0), axis=-1, keepdims=True) / n
-    sq_dev = jnp.where(cand, jnp.square(overlaps - mean), 0.0)
-    var = jnp.sum(sq_dev, axis=-1, keepdims=True) / (n - 1)
-    is_pos = cand & (overlaps > mean + jnp.sqrt(var))
-
-    pos = is_pos & points_in_gts(prior_centres, gts) & valid
+        pos, candidate = jax.lax.cond(
+            jnp.all(jnp.asarray(strides, jnp.float32) == expected),
+            lambda d: _positives_static(d, overlaps, gts, prior_centres, valid, bounds, k),
+            dense, dist)
     fg, matched = select_highest_overlaps(pos, overlaps, gt_mask)
 
     pred_iou = iou_yolov6(gts, cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32)))   # [B, G, A]
     quality = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
-    candidate = jnp.any(cand & valid, axis=1)
     return finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality)
