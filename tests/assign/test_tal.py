@@ -5,10 +5,11 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolox_jax.assign._tal import select_highest_overlaps, tal
+from yolox_jax.assign._tal import select_highest_overlaps, tal, valid_max
 from yolox_jax.ops.anchors import anchor_grid
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -245,6 +246,21 @@ def test_conflicts_go_to_the_best_valid_gt():
     # it (MMYOLO's rule); 1: only row 0; 2: nobody; 3: rows 0 and 1 tie -> the first.
     assert np.asarray(fg).tolist() == [[True, True, False, True]]
     assert np.asarray(matched).tolist() == [[3, 0, 0, 0]]
+
+
+def test_valid_max_equals_masked_max():
+    # The int-key reduction against jnp.max of the masked array: NaN of either sign, +-inf,
+    # +-0, all-masked columns and images.
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-2, 2, (3, 6, 9)).astype(F32)
+    x[0, 1, 2], x[1, 2, 3], x[0, 3, 5] = np.nan, -np.nan, 0.0
+    x[2, 0, 0], x[2, 1, 1], x[0, :, 4], x[2, :, 7] = np.inf, -np.inf, -np.inf, -0.0
+    mask = rng.uniform(size=(3, 6)) > 0.3
+    mask[1] = False
+    want = np.asarray(jnp.max(jnp.where(mask[:, :, None], x, -jnp.inf), axis=1))
+    got = np.asarray(jax.jit(valid_max)(x, mask))
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[0, 2]) and np.all(got[1] == -np.inf)
 
 
 def test_no_gt_rows_returns_background():

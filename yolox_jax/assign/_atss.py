@@ -79,11 +79,12 @@ def default_layout(a: int):
 
 
 def bbox_overlaps(gts, priors, eps: float = OVERLAP_EPS):
-    """mmdet ``bbox_overlaps(mode="iou")``: gts [B, G, 4], priors [A, 4] xyxy -> [B, G, A].
+    """mmdet ``bbox_overlaps(mode="iou")``: gts [B, G, 4], priors [..., A, 4] xyxy (any shape
+    that broadcasts with [B, G, A]: [A, 4], [B, G, A, 4], [B, 1, A, 4]) -> [B, G, A].
 
     Areas unclipped, intersection sides clipped at 0, union clamped at ``eps`` from below."""
     gx1, gy1, gx2, gy2 = (gts[..., i:i + 1] for i in range(4))          # [B, G, 1]
-    px1, py1, px2, py2 = (priors[:, i] for i in range(4))               # [A]
+    px1, py1, px2, py2 = (priors[..., i] for i in range(4))             # [..., A]
     area_g = (gx2 - gx1) * (gy2 - gy1)
     area_p = (px2 - px1) * (py2 - py1)
     ow = jnp.clip(jnp.minimum(gx2, px2) - jnp.maximum(gx1, px1), 0.0)
@@ -114,34 +115,50 @@ def _candidates_traced(dist, strides, topk: int):
     return jnp.zeros(shape, bool).at[bi, gi, order].set(keep)
 
 
-def _positives_static(dist, overlaps, gts, prior_centres, valid, bounds, topk: int):
-    """Positives when the level slices are static, on the candidates only (as the reference
+def _assign_static(dist, gts, priors, prior_centres, valid, bounds, topk: int):
+    """Steps 2-4 when the level slices are static, on the candidates only (as the reference
     gathers them): per level the ``min(topk, size)`` nearest anchors of every gt ([B, G, K]
-    indices), the threshold from their prior IoUs, the inside test at their points.
+    indices), their prior IoUs, the threshold, the inside test at their points, and the conflict
+    rule at the anchors taken (each against every gt): no [B, G, A] IoU is formed.
 
-    dist, overlaps [B, G, A]; gts [B, G, 4] xyxy; prior_centres [A, 2]; valid [B, G, 1] ->
-    ``(pos [B, G, A] bool, candidate [B, A] bool: in the top-k of some valid gt)``."""
+    dist [B, G, A]; gts [B, G, 4] xyxy; priors [A, 4]; prior_centres [A, 2]; valid [B, G, 1] ->
+    ``(fg [B, A] bool, matched [B, A] int32, candidate [B, A] bool: in the top-k of some valid
+    gt)``; the same as ``select_highest_overlaps`` on the dense positives."""
     b, g, a = dist.shape
     idx = jnp.concatenate([top_k_last(-dist[..., lo:hi], min(topk, hi - lo))[1] + lo
                            for lo, hi in bounds], axis=-1)                # [B, G, K]
-    cand_iou = jnp.take_along_axis(overlaps, idx, axis=-1)                 # [B, G, K]
+    cand_iou = bbox_overlaps(gts, priors[idx])                             # [B, G, K]
     n = idx.shape[-1]
     mean = jnp.sum(cand_iou, axis=-1, keepdims=True) / n
     var = jnp.sum(jnp.square(cand_iou - mean), axis=-1, keepdims=True) / (n - 1)
     px, py = prior_centres[idx, 0], prior_centres[idx, 1]                  # [B, G, K]
     x1, y1, x2, y2 = (gts[..., i:i + 1] for i in range(4))
     inside = jnp.minimum(jnp.minimum(px - x1, py - y1), jnp.minimum(x2 - px, y2 - py)) > IN_GT_EPS
-    keep = (cand_iou > mean + jnp.sqrt(var)) & inside & valid
-    bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
-    pos = jnp.zeros((b, g, a), bool).at[bi, gi, idx].set(keep)
-    candidate = jnp.zeros((b, a), bool).at[bi[:, :, 0], idx.reshape(b, -1)].max(
+    keep = ((cand_iou > mean + jnp.sqrt(var)) & inside & valid).reshape(b, -1)   # [B, E]
+
+    # Every (gt, candidate) pair is an entry; an anchor is fg if an entry keeps it, and goes to
+    # its only taker, or with several to the first valid gt of largest prior IoU there.
+    anchor = idx.reshape(b, -1)                                            # [B, E], E = G K
+    row = jnp.broadcast_to(jnp.arange(g, dtype=jnp.int32)[:, None], (g, n)).reshape(-1)
+    bi = jnp.arange(b)[:, None]
+    first = jnp.full((b, a), g, jnp.int32).at[bi, anchor].min(jnp.where(keep, row, g))
+    last = jnp.full((b, a), -1, jnp.int32).at[bi, anchor].max(jnp.where(keep, row, -1))
+    ov = bbox_overlaps(gts, priors[anchor][:, None])                       # [B, G, E]
+    key = jnp.where(valid, jnp.where(jnp.isnan(ov), jnp.inf, ov), -jnp.inf)
+    rows = jax.lax.broadcasted_iota(jnp.int32, key.shape, 1)
+    best_e = jnp.min(jnp.where(key == jnp.max(key, axis=1, keepdims=True), rows, g), axis=1)
+    best = jnp.zeros((b, a), jnp.int32).at[bi, anchor].max(best_e)         # one value per anchor
+    fg = first < g
+    matched = jnp.where(fg, jnp.where(last > first, best, first), 0)
+    candidate = jnp.zeros((b, a), bool).at[bi, anchor].max(
         jnp.broadcast_to(valid, idx.shape).reshape(b, -1))
-    return pos, candidate
+    return fg, matched.astype(jnp.int32), candidate
 
 
 def _positives_dense(dist, *, overlaps, gts, prior_centres, valid, strides, topk: int):
-    """``_positives_static`` when the level boundaries are traced: candidates from the sort of
-    ``_candidates_traced``, the threshold over [B, G, A] masks."""
+    """Steps 2-3 when the level boundaries are traced: candidates from the sort of
+    ``_candidates_traced``, the threshold over [B, G, A] masks (the conflicts then go through
+    ``select_highest_overlaps``)."""
     cand = _candidates_traced(dist, strides, topk)
     n = jnp.sum(cand, axis=-1, keepdims=True, dtype=jnp.int32).astype(jnp.float32)
     mean = jnp.sum(jnp.where(cand, overlaps, 0.0), axis=-1, keepdims=True) / n
@@ -193,7 +210,6 @@ def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, 
     half = jnp.asarray(strides, jnp.float32)[:, None] * jnp.float32(prior_size / 2)
     priors = jnp.concatenate([points - half, points + half], axis=-1)      # [A, 4] xyxy
     prior_centres = (priors[:, :2] + priors[:, 2:]) / 2.0                  # as MMYOLO recomputes
-    overlaps = bbox_overlaps(gts, priors)                                  # [B, G, A]
 
     gt_centres = (gts[..., :2] + gts[..., 2:]) / 2.0                       # [B, G, 2]
     dx = gt_centres[..., 0:1] - prior_centres[:, 0]
@@ -201,19 +217,24 @@ def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, 
     dist = jnp.sqrt(dx * dx + dy * dy)                                     # [B, G, A]
 
     bounds, k = level_bounds(strides), int(topk)
-    dense = partial(_positives_dense, overlaps=overlaps, gts=gts, prior_centres=prior_centres,
-                    valid=valid, strides=strides, topk=k)
+    static = partial(_assign_static, gts=gts, priors=priors, prior_centres=prior_centres,
+                     valid=valid, topk=k)
+
+    def dense(d):
+        overlaps = bbox_overlaps(gts, priors)                              # [B, G, A]
+        pos, cand = _positives_dense(d, overlaps=overlaps, gts=gts, prior_centres=prior_centres,
+                                     valid=valid, strides=strides, topk=k)
+        return (*select_highest_overlaps(pos, overlaps, gt_mask), cand)
+
     if bounds is not None:
-        pos, candidate = _positives_static(dist, overlaps, gts, prior_centres, valid, bounds, k)
+        fg, matched, candidate = static(dist, bounds=bounds)
     elif default_layout(a) is None:
-        pos, candidate = dense(dist)
+        fg, matched, candidate = dense(dist)
     else:   # traced strides: the static slices if they are the default layout, else the sort
         bounds, expected = default_layout(a)
-        pos, candidate = jax.lax.cond(
+        fg, matched, candidate = jax.lax.cond(
             jnp.all(jnp.asarray(strides, jnp.float32) == expected),
-            lambda d: _positives_static(d, overlaps, gts, prior_centres, valid, bounds, k),
-            dense, dist)
-    fg, matched = select_highest_overlaps(pos, overlaps, gt_mask)
+            partial(static, bounds=bounds), dense, dist)
 
     pred_iou = iou_yolov6(gts, cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32)))   # [B, G, A]
     quality = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)

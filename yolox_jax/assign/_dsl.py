@@ -50,6 +50,7 @@ import numpy as np
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, sanitize_gts, top_k_last
+from yolox_jax.assign._tal import valid_max
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
 INF = 100000000.0      # cost of non-candidate anchors (MMYOLO's INF)
@@ -199,7 +200,7 @@ def _dsl_one(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes
     matched = jnp.where(fg, jnp.where(count > 1, best, sole), 0).astype(jnp.int32)
     matched_iou = jnp.where(
         fg, jnp.take_along_axis(iou, matched[None, :], axis=0, mode="clip")[0], 0.0)
-    max_iou = jnp.max(jnp.where(gt_mask[:, None], iou, 0.0), axis=0, initial=0.0)
+    max_iou = jnp.maximum(valid_max(iou[None], gt_mask[None])[0], 0.0)          # 0 without gts
     matched_class = jnp.where(fg, jnp.take(classes, matched, mode="clip"), 0)
     return Assignment(
         fg_mask=fg,

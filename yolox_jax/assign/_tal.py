@@ -38,9 +38,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
-from yolox_jax.assign._simota import Assignment, sanitize_gts, top_k_last
+from yolox_jax.assign._simota import Assignment, _total_order_key, sanitize_gts, top_k_last
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
 # ``select_candidates_in_gts`` and ``yolov6_iou_calculator`` eps (MMYOLO utils.py).
@@ -85,13 +86,29 @@ def points_in_gts(points, gts, eps: float = IN_GT_EPS):
     return margin > eps
 
 
-def select_highest_overlaps(pos, overlaps, gt_mask):
+def valid_max(overlaps, gt_mask):
+    """Largest overlap of every anchor over the valid gts: [B, G, A], [B, G] -> [B, A]
+    (NaN if one is NaN, -inf without valid gts), as ``jnp.max`` of the masked array.
+
+    Reduced as int32 keys of the IEEE total order (NaN mapped above everything), a reduction XLA
+    fuses with the masking; a float max would go to a library kernel that first stores the
+    masked [B, G, A] array."""
+    top = jnp.int32(np.iinfo(np.int32).max)
+    none = _total_order_key(jnp.float32(-jnp.inf))
+    key = jnp.where(jnp.isnan(overlaps), top, _total_order_key(overlaps))
+    key = jnp.max(jnp.where(gt_mask[:, :, None], key, none), axis=1)
+    return jnp.where(key == top, jnp.nan,
+                     jax.lax.bitcast_convert_type(_total_order_key(key), jnp.float32))
+
+
+def select_highest_overlaps(pos, overlaps, gt_mask, top=None):
     """MMYOLO's ``select_highest_overlaps``: one gt per anchor.
 
     pos [B, G, A] bool (pairs taken), overlaps [B, G, A], gt_mask [B, G] ->
     ``(fg [B, A] bool, matched [B, A] int32)``. An anchor taken by one gt keeps it; one taken by
     several goes to ``argmax_g overlaps`` over all valid gts (first maximum; a NaN overlap counts
-    as the largest, as in torch's ``argmax``); ``matched`` is 0 where not fg.
+    as the largest, as in torch's ``argmax``); ``matched`` is 0 where not fg. ``top``: the
+    caller's ``valid_max(overlaps, gt_mask)`` [B, A], if it has it.
 
     Four reductions over the gt axis, none variadic: the first and the last taker (several
     takers when they differ), the largest overlap and the first row that reaches it."""
@@ -99,9 +116,11 @@ def select_highest_overlaps(pos, overlaps, gt_mask):
     rows = jax.lax.broadcasted_iota(jnp.int32, pos.shape, 1)
     first = jnp.min(jnp.where(pos, rows, g), axis=1)                       # [B, A]; g: none
     last = jnp.max(jnp.where(pos, rows, -1), axis=1)
+    top = valid_max(overlaps, gt_mask) if top is None else top
+    top = jnp.where(jnp.isnan(top), jnp.inf, top)[:, None, :]              # [B, 1, A]
     key = jnp.where(gt_mask[:, :, None],
                     jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
-    best = jnp.min(jnp.where(key == jnp.max(key, axis=1, keepdims=True), rows, g), axis=1)
+    best = jnp.min(jnp.where(key == top, rows, g), axis=1)
     fg = first < g
     matched = jnp.where(last > first, best, first)
     return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
@@ -120,17 +139,19 @@ def gather_rows(x, matched):
     return jnp.take_along_axis(x, matched[:, None, :], axis=1, mode="clip")[:, 0]
 
 
-def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality):
+def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, top_iou=None):
     """Assemble a batched ``Assignment`` from the resolved matching.
 
     fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt; classes,
-    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg)."""
+    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg);
+    top_iou: ``valid_max(pred_iou, gt_mask)`` [B, A] if the caller has it."""
     b, g = gt_mask.shape
     matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
     matched_class = jnp.where(fg, jnp.take_along_axis(classes, matched, axis=1, mode="clip"), 0)
     rows = jnp.arange(b)[:, None]
     dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
-    max_iou = jnp.max(jnp.where(gt_mask[:, :, None], pred_iou, 0.0), axis=1)
+    top_iou = valid_max(pred_iou, gt_mask) if top_iou is None else top_iou
+    max_iou = jnp.maximum(top_iou, 0.0)                                    # 0 without gts
     return Assignment(
         fg_mask=fg,
         matched_gt=matched,
@@ -234,7 +255,8 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a))   # [B, G, K]
     bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
     in_topk = jnp.zeros((b, g, a), bool).at[bi, gi, idx].set(True)
-    fg, matched = select_highest_overlaps(in_topk & in_gt, iou, gt_mask)
+    top_iou = valid_max(iou, gt_mask)                                      # [B, A]
+    fg, matched = select_highest_overlaps(in_topk & in_gt, iou, gt_mask, top_iou)
 
     # Normalised metric: per gt, the max metric and max IoU over its final positives.
     align_m = jnp.where(fg, gather_rows(align, matched), 0.0)              # [B, A]
@@ -246,4 +268,4 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     quality = jnp.where(fg, align_m * take(pos_iou) / (take(pos_align) + jnp.float32(eps)), 0.0)
 
     candidate = jnp.any(in_gt, axis=1)
-    return finish(fg, matched, iou, classes, gt_mask, candidate, quality)
+    return finish(fg, matched, iou, classes, gt_mask, candidate, quality, top_iou)
