@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolox_jax.assign._tal import select_highest_overlaps, tal, valid_max
+from yolox_jax.assign._tal import resolve_picks, select_highest_overlaps, tal, valid_max
 from yolox_jax.ops.anchors import anchor_grid
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -246,6 +246,31 @@ def test_conflicts_go_to_the_best_valid_gt():
     # it (MMYOLO's rule); 1: only row 0; 2: nobody; 3: rows 0 and 1 tie -> the first.
     assert np.asarray(fg).tolist() == [[True, True, False, True]]
     assert np.asarray(matched).tolist() == [[3, 0, 0, 0]]
+
+
+def test_resolve_picks_equals_dense_rule():
+    # Picks drawn so that anchors are shared by several gts; NaN overlaps, padded rows with the
+    # largest overlaps, rows that keep nothing.
+    rng = np.random.default_rng(7)
+    b, g, k, a = 3, 6, 4, 10
+    picks = np.stack([[rng.choice(a, k, replace=False) for _ in range(g)] for _ in range(b)])
+    keep = rng.uniform(size=(b, g, k)) > 0.3
+    keep[0, 2] = False
+    overlaps = rng.uniform(0, 1, (b, g, a)).astype(F32)
+    overlaps[1, :, 3] = 0.5                                      # ties -> first valid row
+    overlaps[2, 4, :] = np.nan
+    gt_mask = rng.uniform(size=(b, g)) > 0.25
+    overlaps[0, ~gt_mask[0]] = 2.0                               # padded rows never win
+    keep &= gt_mask[:, :, None]
+    pos = np.zeros((b, g, a), bool)
+    for i, j, m in np.ndindex(b, g, k):
+        pos[i, j, picks[i, j, m]] |= keep[i, j, m]
+    want = select_highest_overlaps(pos, overlaps, gt_mask)
+    at_picks = np.stack([overlaps[i][:, picks[i].reshape(-1)] for i in range(b)])
+    got = resolve_picks(picks.astype(np.int32), keep, at_picks, gt_mask, a)
+    assert np.asarray(want[0]).sum() > b and (pos.sum(1) > 1).any()
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_valid_max_equals_masked_max():

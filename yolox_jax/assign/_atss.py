@@ -45,7 +45,7 @@ import numpy as np
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, top_k_last
 from yolox_jax.assign._tal import (IN_GT_EPS, anchor_points, empty_assignment, finish, gather_rows,
-                                   iou_yolov6, points_in_gts, prepare_gts,
+                                   iou_yolov6, points_in_gts, prepare_gts, resolve_picks,
                                    select_highest_overlaps)
 from yolox_jax.ops.anchors import DEFAULT_STRIDES
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
@@ -119,7 +119,7 @@ def _assign_static(dist, gts, priors, prior_centres, valid, bounds, topk: int):
     """Steps 2-4 when the level slices are static, on the candidates only (as the reference
     gathers them): per level the ``min(topk, size)`` nearest anchors of every gt ([B, G, K]
     indices), their prior IoUs, the threshold, the inside test at their points, and the conflict
-    rule at the anchors taken (each against every gt): no [B, G, A] IoU is formed.
+    rule at the anchors taken (``resolve_picks``): no [B, G, A] IoU is formed.
 
     dist [B, G, A]; gts [B, G, 4] xyxy; priors [A, 4]; prior_centres [A, 2]; valid [B, G, 1] ->
     ``(fg [B, A] bool, matched [B, A] int32, candidate [B, A] bool: in the top-k of some valid
@@ -134,25 +134,14 @@ def _assign_static(dist, gts, priors, prior_centres, valid, bounds, topk: int):
     px, py = prior_centres[idx, 0], prior_centres[idx, 1]                  # [B, G, K]
     x1, y1, x2, y2 = (gts[..., i:i + 1] for i in range(4))
     inside = jnp.minimum(jnp.minimum(px - x1, py - y1), jnp.minimum(x2 - px, y2 - py)) > IN_GT_EPS
-    keep = ((cand_iou > mean + jnp.sqrt(var)) & inside & valid).reshape(b, -1)   # [B, E]
-
-    # Every (gt, candidate) pair is an entry; an anchor is fg if an entry keeps it, and goes to
-    # its only taker, or with several to the first valid gt of largest prior IoU there.
-    anchor = idx.reshape(b, -1)                                            # [B, E], E = G K
-    row = jnp.broadcast_to(jnp.arange(g, dtype=jnp.int32)[:, None], (g, n)).reshape(-1)
-    bi = jnp.arange(b)[:, None]
-    first = jnp.full((b, a), g, jnp.int32).at[bi, anchor].min(jnp.where(keep, row, g))
-    last = jnp.full((b, a), -1, jnp.int32).at[bi, anchor].max(jnp.where(keep, row, -1))
-    ov = bbox_overlaps(gts, priors[anchor][:, None])                       # [B, G, E]
-    key = jnp.where(valid, jnp.where(jnp.isnan(ov), jnp.inf, ov), -jnp.inf)
-    rows = jax.lax.broadcasted_iota(jnp.int32, key.shape, 1)
-    best_e = jnp.min(jnp.where(key == jnp.max(key, axis=1, keepdims=True), rows, g), axis=1)
-    best = jnp.zeros((b, a), jnp.int32).at[bi, anchor].max(best_e)         # one value per anchor
-    fg = first < g
-    matched = jnp.where(fg, jnp.where(last > first, best, first), 0)
-    candidate = jnp.zeros((b, a), bool).at[bi, anchor].max(
+    keep = (cand_iou > mean + jnp.sqrt(var)) & inside & valid             # [B, G, K]
+    # The conflict rule at the picked anchors, against every gt.
+    anchor = idx.reshape(b, -1)                                            # [B, G K]
+    fg, matched = resolve_picks(idx, keep, bbox_overlaps(gts, priors[anchor][:, None]),
+                                valid[..., 0], a)
+    candidate = jnp.zeros((b, a), bool).at[jnp.arange(b)[:, None], anchor].max(
         jnp.broadcast_to(valid, idx.shape).reshape(b, -1))
-    return fg, matched.astype(jnp.int32), candidate
+    return fg, matched, candidate
 
 
 def _positives_dense(dist, *, overlaps, gts, prior_centres, valid, strides, topk: int):

@@ -164,12 +164,11 @@ def _first_valid_argmin(cost, gt_mask):
     return jnp.min(jnp.where(hit, iota, cost.shape[0]), axis=0)
 
 
-def _dsl_one(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes, gt_mask, *,
-             topk: int, keep_outside_picks: bool, **cost_opts) -> Assignment:
-    """One image: shapes as ``dsl_cost``; returns the per-image ``Assignment``."""
-    g, a = boxes.shape[0], pred_boxes.shape[0]
-    cost, iou, candidate = dsl_cost(pred_boxes, cls_logits, obj_logits, points, strides, boxes,
-                                    classes, gt_mask, **cost_opts)
+def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
+             keep_outside_picks: bool) -> Assignment:
+    """One image from its ``dsl_cost`` (cost, iou [G, A], candidate [A]), classes and gt_mask [G]:
+    the per-image ``Assignment``."""
+    g, a = cost.shape
     kmax = min(int(topk), a)
 
     # Dynamic k from the top IoUs of each gt over all anchors (not only the candidates).
@@ -261,10 +260,24 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
         sg(gt_boxes), sg(gt_classes), gt_mask, num_classes)
     strides = jnp.asarray(strides, jnp.float32)
     points = (jnp.asarray(grid_xy, jnp.float32) + jnp.float32(center_offset)) * strides[:, None]
-    one = partial(_dsl_one, topk=int(topk), keep_outside_picks=bool(keep_outside_picks),
-                  soft_center_radius=float(soft_center_radius), iou_weight=float(iou_weight),
-                  score=score, class_cost=class_cost)
-    per_image = jax.vmap(one, in_axes=(0, 0, 0, None, None, 0, 0, 0))
-    return in_gt_buckets(lambda bx, cs, mk: per_image(pred_boxes, cls_logits, obj_logits, points,
-                                                      strides, bx, cs, mk),
-                         boxes, classes, gt_mask, gt_buckets)
+    costs = jax.vmap(partial(dsl_cost, soft_center_radius=float(soft_center_radius),
+                             iou_weight=float(iou_weight), score=score, class_cost=class_cost),
+                     in_axes=(0, 0, 0, None, None, 0, 0, 0))
+    resolve = jax.vmap(partial(_dsl_one, topk=int(topk),
+                               keep_outside_picks=bool(keep_outside_picks)))
+
+    def core(bx, cs, mk):
+        # The cost is computed in a branch of its own so that it is stored once: its top-k and
+        # the conflict rule read it, where XLA:CPU would otherwise store each of its
+        # transcendental terms and recompute the rest in every reader. Without valid gts the
+        # branch is skipped: every row is masked and nothing reads the cost.
+        b, g = mk.shape
+        a = pred_boxes.shape[1]
+        cost, iou, cand = jax.lax.cond(
+            jnp.any(mk),
+            lambda: costs(pred_boxes, cls_logits, obj_logits, points, strides, bx, cs, mk),
+            lambda: (jnp.full((b, g, a), INF, jnp.float32), jnp.zeros((b, g, a), jnp.float32),
+                     jnp.zeros((b, a), bool)))
+        return resolve(cost, iou, cand, cs, mk)
+
+    return in_gt_buckets(core, boxes, classes, gt_mask, gt_buckets)

@@ -101,14 +101,13 @@ def valid_max(overlaps, gt_mask):
                      jax.lax.bitcast_convert_type(_total_order_key(key), jnp.float32))
 
 
-def select_highest_overlaps(pos, overlaps, gt_mask, top=None):
+def select_highest_overlaps(pos, overlaps, gt_mask):
     """MMYOLO's ``select_highest_overlaps``: one gt per anchor.
 
     pos [B, G, A] bool (pairs taken), overlaps [B, G, A], gt_mask [B, G] ->
     ``(fg [B, A] bool, matched [B, A] int32)``. An anchor taken by one gt keeps it; one taken by
     several goes to ``argmax_g overlaps`` over all valid gts (first maximum; a NaN overlap counts
-    as the largest, as in torch's ``argmax``); ``matched`` is 0 where not fg. ``top``: the
-    caller's ``valid_max(overlaps, gt_mask)`` [B, A], if it has it.
+    as the largest, as in torch's ``argmax``); ``matched`` is 0 where not fg.
 
     Four reductions over the gt axis, none variadic: the first and the last taker (several
     takers when they differ), the largest overlap and the first row that reaches it."""
@@ -116,7 +115,7 @@ def select_highest_overlaps(pos, overlaps, gt_mask, top=None):
     rows = jax.lax.broadcasted_iota(jnp.int32, pos.shape, 1)
     first = jnp.min(jnp.where(pos, rows, g), axis=1)                       # [B, A]; g: none
     last = jnp.max(jnp.where(pos, rows, -1), axis=1)
-    top = valid_max(overlaps, gt_mask) if top is None else top
+    top = valid_max(overlaps, gt_mask)
     top = jnp.where(jnp.isnan(top), jnp.inf, top)[:, None, :]              # [B, 1, A]
     key = jnp.where(gt_mask[:, :, None],
                     jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
@@ -124,6 +123,31 @@ def select_highest_overlaps(pos, overlaps, gt_mask, top=None):
     fg = first < g
     matched = jnp.where(last > first, best, first)
     return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
+
+
+def resolve_picks(picks, keep, overlaps, gt_mask, num_anchors: int):
+    """``select_highest_overlaps`` on the anchors the gts picked, given as indices.
+
+    picks [B, G, K] int32: the anchors each gt row considered (no repeats within a row);
+    keep [B, G, K] bool: which of them it takes; overlaps [B, G, G * K]: the overlap of every gt
+    with the anchor of each pick (picks flattened row-major); gt_mask [B, G]. Returns
+    ``(fg [B, A] bool, matched [B, A] int32)`` equal to ``select_highest_overlaps`` of the dense
+    [B, G, A] positives and overlaps, from scatters of the G * K picks and a reduction over
+    [B, G, G * K] instead of four passes over [B, G, A]."""
+    b, g, k = picks.shape
+    anchor = picks.reshape(b, g * k)
+    keep = keep.reshape(b, g * k)
+    row = jnp.repeat(jnp.arange(g, dtype=jnp.int32), k)                   # [G K]
+    bi = jnp.arange(b)[:, None]
+    first = jnp.full((b, num_anchors), g, jnp.int32).at[bi, anchor].min(jnp.where(keep, row, g))
+    last = jnp.full((b, num_anchors), -1, jnp.int32).at[bi, anchor].max(jnp.where(keep, row, -1))
+    key = jnp.where(gt_mask[:, :, None],
+                    jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
+    rows = jax.lax.broadcasted_iota(jnp.int32, key.shape, 1)
+    best_pick = jnp.min(jnp.where(key == jnp.max(key, axis=1, keepdims=True), rows, g), axis=1)
+    best = jnp.zeros((b, num_anchors), jnp.int32).at[bi, anchor].max(best_pick)  # one per anchor
+    fg = first < g
+    return fg, jnp.where(fg, jnp.where(last > first, best, first), 0).astype(jnp.int32)
 
 
 def prepare_gts(gt_boxes, gt_classes, gt_mask, num_classes: int):
@@ -139,19 +163,17 @@ def gather_rows(x, matched):
     return jnp.take_along_axis(x, matched[:, None, :], axis=1, mode="clip")[:, 0]
 
 
-def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, top_iou=None):
+def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality):
     """Assemble a batched ``Assignment`` from the resolved matching.
 
     fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt; classes,
-    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg);
-    top_iou: ``valid_max(pred_iou, gt_mask)`` [B, A] if the caller has it."""
+    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg)."""
     b, g = gt_mask.shape
     matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
     matched_class = jnp.where(fg, jnp.take_along_axis(classes, matched, axis=1, mode="clip"), 0)
     rows = jnp.arange(b)[:, None]
     dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
-    top_iou = valid_max(pred_iou, gt_mask) if top_iou is None else top_iou
-    max_iou = jnp.maximum(top_iou, 0.0)                                    # 0 without gts
+    max_iou = jnp.maximum(valid_max(pred_iou, gt_mask), 0.0)               # 0 without gts
     return Assignment(
         fg_mask=fg,
         matched_gt=matched,
@@ -252,11 +274,11 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
 
 
     # Each gt's top-k metrics among the anchors inside it (others compete with metric 0).
+    # Conflicts are resolved on the G * K picks, not on [B, G, A] masks.
     _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a))   # [B, G, K]
-    bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
-    in_topk = jnp.zeros((b, g, a), bool).at[bi, gi, idx].set(True)
-    top_iou = valid_max(iou, gt_mask)                                      # [B, A]
-    fg, matched = select_highest_overlaps(in_topk & in_gt, iou, gt_mask, top_iou)
+    keep = jnp.take_along_axis(in_gt, idx, axis=2)                         # [B, G, K]
+    iou_at_picks = jax.vmap(lambda x, i: x[:, i])(iou, idx.reshape(b, -1))  # [B, G, G K]
+    fg, matched = resolve_picks(idx, keep, iou_at_picks, gt_mask, a)
 
     # Normalised metric: per gt, the max metric and max IoU over its final positives.
     align_m = jnp.where(fg, gather_rows(align, matched), 0.0)              # [B, A]
@@ -268,4 +290,4 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     quality = jnp.where(fg, align_m * take(pos_iou) / (take(pos_align) + jnp.float32(eps)), 0.0)
 
     candidate = jnp.any(in_gt, axis=1)
-    return finish(fg, matched, iou, classes, gt_mask, candidate, quality, top_iou)
+    return finish(fg, matched, iou, classes, gt_mask, candidate, quality)
