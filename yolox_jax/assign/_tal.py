@@ -268,7 +268,6 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
 
     iou = iou_yolov6(gts, preds)                                           # [B, G, A]
     scores = class_scores(sg(cls_logits), sg(obj_logits), classes, score)  # [B, G, A]
-    iou, scores = jax.lax.optimization_barrier((iou, scores))
     align = power(scores, alpha) * power(iou, beta)
     in_gt = points_in_gts(anchor_points(grid_xy, strides), gts) & valid    # [B, G, A]
 
