@@ -69,8 +69,8 @@ def reference(model, variables, images):
     return np.asarray(decode(raw, HW))
 
 
-def _close(actual, expected):
-    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-4, atol=1e-4)
+def _close(actual, expected, atol=1e-4):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=1e-4, atol=atol)
 
 
 def test_artifact_equals_the_model_for_any_batch(model, variables, images, reference, tmp_path):
@@ -98,7 +98,9 @@ def test_postprocessed_artifact_equals_predict_batch(model, variables, images):
     np.testing.assert_array_equal(got["valid"], want.valid)
     np.testing.assert_array_equal(got["classes"], want.classes)
     _close(got["scores"], want.scores)
-    _close(got["boxes_xyxy"], want.boxes_xyxy)
+    # Corners in pixels, each the difference of a centre and a half side of ~10 px computed by
+    # two differently fused programs: a corner near 0 keeps their absolute error (~1e-4 px).
+    _close(got["boxes_xyxy"], want.boxes_xyxy, atol=1e-3)
 
 
 def test_artifact_lists_requested_platforms(model, variables):
