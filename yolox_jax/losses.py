@@ -7,7 +7,8 @@ batch foreground count, so there is no Python loop over images and no data-depen
 Soft targets: an assigner may return ``quality`` (the class target at the matched class, in place
 of YOLOX's IoU) and ``weight`` (a per-anchor foreground weight: it multiplies the box, class and L1
 terms, replaces the 1 of the binary objectness target, and the normaliser becomes the sum of the
-weights). A differentiable assigner (``ota_soft``) keeps the gradient of those two.
+weights). A differentiable assigner (``ota_soft``) keeps the gradient of those two (``ota_soft``
+itself gives ``weight`` none unless ``weight_grad=True``).
 """
 from __future__ import annotations
 

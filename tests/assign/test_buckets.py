@@ -141,7 +141,7 @@ def test_ota_soft_gradient_on_candidate_anchors_equals_dense():
     def loss(compact):
         def f(cls, obj):
             out = fn(pred, cls, obj, GRID_C, STRIDES_C, gtb, gtc, gtm, gt_buckets=BUCKETS,
-                     compact=compact, num_iters=10)
+                     compact=compact, num_iters=10, weight_grad=True)
             return (out.weight ** 2).sum() + out.quality.sum()
         return jax.jit(jax.grad(f, argnums=(0, 1)))(cls, obj)
 

@@ -41,17 +41,20 @@ def _inputs(raw, labels, mask, grid_xy, strides):
     return pred, raw[..., 5:], raw[..., 4], jnp.nan_to_num(labels[..., 1:5]), gt_classes
 
 
-OPTIONS = dict(epsilon=0.5, num_iters=30, center_prior=5.0)
+# The plan's gradient is checked through both soft targets (``weight_grad=True``); the default,
+# gradient through ``quality`` only, is test_default_holds_the_weight_fixed.
+OPTIONS = dict(epsilon=0.5, num_iters=30, center_prior=5.0, weight_grad=True)
 
 
 @functools.lru_cache(maxsize=None)
-def _soft_sum():
+def _soft_sum(weight_grad=True):
     """A scalar of the soft targets: sum(weight * u) + sum(quality * v) for fixed u, v."""
     fn = registry.get_assigner("ota_soft")
+    options = dict(OPTIONS, weight_grad=weight_grad)
 
     def f(raw, labels, mask, grid_xy, strides, u, v):
         pred, cls, obj, boxes, classes = _inputs(raw, labels, mask, grid_xy, strides)
-        asg = fn(pred, cls, obj, grid_xy, strides, boxes, classes, mask, **OPTIONS)
+        asg = fn(pred, cls, obj, grid_xy, strides, boxes, classes, mask, **options)
         return jnp.sum(asg.weight * u) + jnp.sum(asg.quality * v)
     return jax.jit(jax.value_and_grad(f), static_argnums=())
 
@@ -83,6 +86,29 @@ def test_soft_targets_gradient_matches_finite_differences():
         fd = (float(up) - float(down)) / (2 * eps)
         assert abs(fd) > 1e-3
         np.testing.assert_allclose(float(np.sum(g * d)), fd, rtol=3e-2, atol=2e-4)
+
+
+def test_default_holds_the_weight_fixed():
+    """By default (``weight_grad=False``) the targets are the same, ``weight`` carries no
+    gradient and ``quality`` carries the same gradient as with ``weight_grad=True``."""
+    raw, labels, mask, grid_xy, strides = problem()
+    rng = np.random.default_rng(1)
+    u = rng.uniform(0.5, 1.5, raw.shape[:2]).astype(np.float32)
+    zero = np.zeros_like(u)
+    held, both = _soft_sum(False), _soft_sum(True)
+    for uu, vv in ((u, zero), (zero, u), (u, u)):
+        (v0, g0), (v1, g1) = held(raw, labels, mask, grid_xy, strides, uu, vv), \
+            both(raw, labels, mask, grid_xy, strides, uu, vv)
+        np.testing.assert_allclose(float(v0), float(v1), rtol=1e-6)
+        g0 = np.asarray(g0)
+        if vv is zero:
+            assert np.all(g0 == 0)
+        else:
+            assert np.abs(g0).max() > 1e-4
+    # The quality part alone is the same either way.
+    g_q0 = np.asarray(held(raw, labels, mask, grid_xy, strides, zero, u)[1])
+    g_q1 = np.asarray(both(raw, labels, mask, grid_xy, strides, zero, u)[1])
+    np.testing.assert_allclose(g_q0, g_q1, rtol=1e-5, atol=1e-7)
 
 
 def test_soft_targets_are_shares_of_the_plan():
@@ -137,7 +163,8 @@ def test_gradient_is_finite_where_the_scores_saturate():
 
     def f(raw):
         pred, cls, obj, gt_boxes, gt_classes = _inputs(raw, labels, mask, grid_xy, strides)
-        out = fn(pred, cls, obj, grid_xy, strides, gt_boxes, gt_classes, mask, num_iters=10)
+        out = fn(pred, cls, obj, grid_xy, strides, gt_boxes, gt_classes, mask, num_iters=10,
+                 weight_grad=True)
         return jnp.sum(out.weight ** 2) + jnp.sum(out.quality)
 
     grad = np.asarray(jax.jit(jax.grad(f))(raw))

@@ -49,6 +49,26 @@ def test_register_and_options_reach_the_assigner():
         np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(ref[k]))
 
 
+def test_which_assigners_are_differentiable(tmp_path, monkeypatch):
+    """Built-ins, registered names and module:function paths (by the function's attribute)."""
+    assert registry.is_differentiable("ota_soft") and not registry.is_differentiable("simota")
+    (tmp_path / "my_soft_mod.py").write_text(
+        "def soft(*a, **k):\n    pass\nsoft.differentiable = True\n"
+        "def hard(*a, **k):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert registry.is_differentiable("my_soft_mod:soft")
+    assert not registry.is_differentiable("my_soft_mod:hard")
+    registry.register("mine_soft", lambda *a, **k: None, differentiable=True)
+    registry.register("mine_hard", lambda *a, **k: None)
+    try:
+        assert registry.is_differentiable("mine_soft")
+        assert not registry.is_differentiable("mine_hard")
+    finally:
+        registry._REGISTERED.pop("mine_soft")
+        registry._REGISTERED.pop("mine_hard")
+        registry._DIFFERENTIABLE.discard("mine_soft")
+
+
 def test_config_keys_reach_the_loss():
     from yolox_jax import config as config_lib
     from yolox_jax.train.loop import check_assigner, loss_options

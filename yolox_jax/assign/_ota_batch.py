@@ -18,10 +18,13 @@ Gradients: the plan is a differentiable function of the cost (``num_iters`` unro
 Sinkhorn iterations, ott-jax), and the cost of the class logits, the objectness logits and the
 predicted boxes (through the IoU term). The loss registers this assigner as differentiable, so
 ``d loss / d raw`` has two parts: the usual one with the targets held fixed, and the one through
-``weight`` and ``quality`` into the plan, the cost and back to the same predictions. The IoU
-factor of ``quality``, the dynamic-k supplies and the hard choices (``fg_mask``, ``m(a)``) carry
-no gradient. ``epsilon`` (entropic regularisation, in cost units) and ``num_iters`` set how soft
-the plan is and how many iterations are differentiated.
+``quality`` (and, with ``weight_grad=True``, ``weight``) into the plan, the cost and back to the
+same predictions. The IoU factor of ``quality``, the dynamic-k supplies and the hard choices
+(``fg_mask``, ``m(a)``) carry no gradient. ``weight_grad`` is False by default because with it
+the loss can fall by moving plan mass from the gts to the background (``weight`` is also the
+objectness target and scales the box and class terms), and training then does not learn.
+``epsilon`` (entropic regularisation, in cost units) and ``num_iters`` set how soft the plan is
+and how many iterations are differentiated.
 
 Anchor compaction (both): an anchor outside every valid gt's region gets the centre prior
 (1e6) in every gt row, so the plan gives it entirely to the background. With ``center_prior /
@@ -196,7 +199,7 @@ def ota_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     return jax.tree_util.tree_map(sg, out)
 
 
-def _soft(hard, gt_plan, pb, boxes, classes, gt_mask, *, min_share):
+def _soft(hard, gt_plan, pb, boxes, classes, gt_mask, *, min_share, weight_grad):
     """The soft targets of one image from its hard decision and gt plan [g, A] (module
     docstring)."""
     g = gt_mask.shape[0]
@@ -216,17 +219,20 @@ def _soft(hard, gt_plan, pb, boxes, classes, gt_mask, *, min_share):
         matched_class=jnp.where(fg, classes[matched], 0).astype(jnp.int32),
         max_iou=hard.max_iou, dynamic_k=counts, candidate_mask=hard.candidate_mask,
         quality=jnp.where(fg, held * matched_iou, 0.0),
-        weight=jnp.where(fg, share, 0.0))
+        weight=jnp.where(fg, share if weight_grad else jax.lax.stop_gradient(share), 0.0))
 
 
 def ota_soft_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes,
-                   gt_mask, *, min_share: float = 0.1, gt_buckets=DEFAULT_GT_BUCKETS,
-                   compact: bool = True, **options) -> Assignment:
+                   gt_mask, *, min_share: float = 0.1, weight_grad: bool = False,
+                   gt_buckets=DEFAULT_GT_BUCKETS, compact: bool = True,
+                   **options) -> Assignment:
     """Differentiable OTA for a batch (module docstring): [B, ...] inputs as in
     ``yolox_jax.assign.registry``; ``options`` as ``yolox_jax.assign.ota`` plus ``min_share``
-    (default 0.1), ``gt_buckets`` and ``compact`` (as ``ota_batch``). ``quality`` and ``weight``
-    [B, A] carry gradients into the predictions; ``dynamic_k`` holds the number of foreground
-    anchors of each gt."""
+    (default 0.1), ``weight_grad`` (default False: ``weight`` is held fixed and only
+    ``quality`` carries gradients into the predictions; True: both do), ``gt_buckets`` and
+    ``compact`` (as ``ota_batch``). ``dynamic_k`` holds the number of foreground anchors of
+    each gt."""
     return _solve_batch(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes,
                         gt_classes, gt_mask, gt_buckets=gt_buckets, compact=compact,
-                        options=options, finish=partial(_soft, min_share=min_share))
+                        options=options,
+                        finish=partial(_soft, min_share=min_share, weight_grad=bool(weight_grad)))

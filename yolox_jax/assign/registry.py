@@ -15,7 +15,8 @@ It returns an ``Assignment`` with a leading batch axis: ``fg_mask``, ``matched_g
 ``weight`` (per-anchor loss weight) when the method has them; ``max_iou`` where the loss's
 ``obj_target`` needs it. It must be a pure function of arrays, jit-able with static shapes, and
 keep memory O(G x A) (never a [G, A, C] array). The loss calls it under ``stop_gradient`` unless
-the assigner is registered as differentiable.
+the assigner is differentiable (``is_differentiable``: registered so, or a ``module:function``
+whose function has ``differentiable = True``).
 """
 from __future__ import annotations
 
@@ -55,7 +56,14 @@ def assigner_names() -> list[str]:
 
 
 def is_differentiable(name: str) -> bool:
-    return name in _DIFFERENTIABLE
+    """Whether the loss lets gradients through ``name``'s ``quality`` and ``weight``: the
+    built-in ``ota_soft``, a name registered with ``differentiable=True``, or a
+    ``module:function`` path whose function has the attribute ``differentiable = True``."""
+    if name in _DIFFERENTIABLE:
+        return True
+    if name in _REGISTERED or name in _BUILTIN or ":" not in name:
+        return False
+    return bool(getattr(get_assigner(name), "differentiable", False))
 
 
 def _load(path: str, name: str) -> Callable:
