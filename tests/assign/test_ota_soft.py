@@ -97,7 +97,7 @@ def test_default_holds_the_weight_fixed():
     zero = np.zeros_like(u)
     held, both = _soft_sum(False), _soft_sum(True)
     for uu, vv in ((u, zero), (zero, u), (u, u)):
-        (v0, g0), (v1, g1) = held(raw, labels, mask, grid_xy, strides, uu, vv), \
+        (v0, g0), (v1, _) = held(raw, labels, mask, grid_xy, strides, uu, vv), \
             both(raw, labels, mask, grid_xy, strides, uu, vv)
         np.testing.assert_allclose(float(v0), float(v1), rtol=1e-6)
         g0 = np.asarray(g0)
