@@ -5,7 +5,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from yolox_jax.assign import registry
 from yolox_jax.losses import yolox_loss

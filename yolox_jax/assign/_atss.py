@@ -124,7 +124,7 @@ def _assign_static(dist, gts, priors, prior_centres, valid, bounds, topk: int):
     dist [B, G, A]; gts [B, G, 4] xyxy; priors [A, 4]; prior_centres [A, 2]; valid [B, G, 1] ->
     ``(fg [B, A] bool, matched [B, A] int32, candidate [B, A] bool: in the top-k of some valid
     gt)``; the same as ``select_highest_overlaps`` on the dense positives."""
-    b, g, a = dist.shape
+    b, _, a = dist.shape
     idx = jnp.concatenate([top_k_last(-dist[..., lo:hi], min(topk, hi - lo))[1] + lo
                            for lo, hi in bounds], axis=-1)                # [B, G, K]
     cand_iou = bbox_overlaps(gts, priors[idx])                             # [B, G, K]

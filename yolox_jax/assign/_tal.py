@@ -101,6 +101,19 @@ def valid_max(overlaps, gt_mask):
                      jax.lax.bitcast_convert_type(_total_order_key(key), jnp.float32))
 
 
+def best_valid_row(overlaps, gt_mask):
+    """Per column, the first valid gt row of largest overlap (a NaN counts as the largest, as in
+    torch's ``argmax``): [B, G, N], [B, G] -> [B, N] int32 (0 without valid rows). Two plain
+    reductions over the gt axis, no variadic argmax."""
+    g = overlaps.shape[1]
+    rows = jax.lax.broadcasted_iota(jnp.int32, overlaps.shape, 1)
+    top = valid_max(overlaps, gt_mask)
+    top = jnp.where(jnp.isnan(top), jnp.inf, top)[:, None, :]              # [B, 1, N]
+    key = jnp.where(gt_mask[:, :, None],
+                    jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
+    return jnp.min(jnp.where(key == top, rows, g), axis=1)
+
+
 def select_highest_overlaps(pos, overlaps, gt_mask):
     """MMYOLO's ``select_highest_overlaps``: one gt per anchor.
 
@@ -115,11 +128,7 @@ def select_highest_overlaps(pos, overlaps, gt_mask):
     rows = jax.lax.broadcasted_iota(jnp.int32, pos.shape, 1)
     first = jnp.min(jnp.where(pos, rows, g), axis=1)                       # [B, A]; g: none
     last = jnp.max(jnp.where(pos, rows, -1), axis=1)
-    top = valid_max(overlaps, gt_mask)
-    top = jnp.where(jnp.isnan(top), jnp.inf, top)[:, None, :]              # [B, 1, A]
-    key = jnp.where(gt_mask[:, :, None],
-                    jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
-    best = jnp.min(jnp.where(key == top, rows, g), axis=1)
+    best = best_valid_row(overlaps, gt_mask)
     fg = first < g
     matched = jnp.where(last > first, best, first)
     return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
@@ -141,10 +150,7 @@ def resolve_picks(picks, keep, overlaps, gt_mask, num_anchors: int):
     bi = jnp.arange(b)[:, None]
     first = jnp.full((b, num_anchors), g, jnp.int32).at[bi, anchor].min(jnp.where(keep, row, g))
     last = jnp.full((b, num_anchors), -1, jnp.int32).at[bi, anchor].max(jnp.where(keep, row, -1))
-    key = jnp.where(gt_mask[:, :, None],
-                    jnp.where(jnp.isnan(overlaps), jnp.inf, overlaps), -jnp.inf)
-    rows = jax.lax.broadcasted_iota(jnp.int32, key.shape, 1)
-    best_pick = jnp.min(jnp.where(key == jnp.max(key, axis=1, keepdims=True), rows, g), axis=1)
+    best_pick = best_valid_row(overlaps, gt_mask)                          # [B, G K]
     best = jnp.zeros((b, num_anchors), jnp.int32).at[bi, anchor].max(best_pick)  # one per anchor
     fg = first < g
     return fg, jnp.where(fg, jnp.where(last > first, best, first), 0).astype(jnp.int32)
@@ -270,7 +276,6 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     scores = class_scores(sg(cls_logits), sg(obj_logits), classes, score)  # [B, G, A]
     align = power(scores, alpha) * power(iou, beta)
     in_gt = points_in_gts(anchor_points(grid_xy, strides), gts) & valid    # [B, G, A]
-
 
     # Each gt's top-k metrics among the anchors inside it (others compete with metric 0).
     # Conflicts are resolved on the G * K picks, not on [B, G, A] masks.
