@@ -18,7 +18,9 @@ class cost gathers one logit column per gt, never ``[G, A, C]``); the per-gt sor
 top-k with the static bound ``topk`` (k_g <= topk since IoUs are <= 1), ties to the lower anchor
 index (a stable sort, what torch's CPU sort does); conflicts are an argmin over the ``G * topk``
 picked columns (over all ``A`` anchors when ``G * topk >= A``). The ``[G, A]`` top-k is XLA's
-plain-or-blocked ``top_k_last`` of ``_simota``; no gt-bucket / anchor-compaction speed-ups.
+plain-or-blocked ``top_k_last`` of ``_simota``; the batch runs on the gt rows it needs
+(``in_gt_buckets``), and its cost matrix is computed once, in a ``lax.cond`` branch of its own
+(see ``dsl``); there is no anchor compaction.
 
 Differences from the reference (options keep the reference reachable):
 
