@@ -274,9 +274,15 @@ def test_top_k_last_equals_lax_top_k_with_ties_inf_nan(n, k, block):
     x[4, ::2] = -0.0
     x[5] = -x[5]
     ref_v, ref_i = jax.lax.top_k(jnp.asarray(x), k)
-    v, i = jax.jit(lambda a: top_k_last(a, k, block))(x)
-    np.testing.assert_array_equal(np.asarray(i), np.asarray(ref_i))
-    np.testing.assert_array_equal(np.asarray(v).view(np.int32), np.asarray(ref_v).view(np.int32))
+    # Second level gathered from x, and read from ``at`` (x's values at given indices: here the
+    # same array gathered along the last axis, as an assigner recomputes them from its inputs).
+    v, i, v_at, i_at = jax.jit(lambda a: (
+        *top_k_last(a, k, block),
+        *top_k_last(a, k, block, at=lambda idx: jnp.take_along_axis(a, idx, axis=-1))))(x)
+    for got_v, got_i in ((v, i), (v_at, i_at)):
+        np.testing.assert_array_equal(np.asarray(got_i), np.asarray(ref_i))
+        np.testing.assert_array_equal(np.asarray(got_v).view(np.int32),
+                                      np.asarray(ref_v).view(np.int32))
 
 
 def test_first_argmin_and_pick_resolution_equal_dense_versions():

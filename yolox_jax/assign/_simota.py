@@ -32,7 +32,7 @@ full pass plus fresh pages, so the code keeps their number low and avoids the sl
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -172,7 +172,7 @@ def _block_size(n: int, k: int) -> Optional[int]:
     return ideal
 
 
-def top_k_last(x, k: int, block: Optional[int] = None):
+def top_k_last(x, k: int, block: Optional[int] = None, at: Optional[Callable] = None):
     """``lax.top_k(x, k)`` along the last axis, computed in two levels; identical results.
 
     XLA:CPU's top-k costs several ns per element; a reduction about one. With contiguous blocks of
@@ -184,7 +184,11 @@ def top_k_last(x, k: int, block: Optional[int] = None):
     chosen blocks in position order preserves the lower-index-first tie order in the second level.
 
     ``block``: block length; None picks one from the sizes (or falls back to ``lax.top_k`` for
-    short rows). Returns ``(values [..., k], indices [..., k] int32)``.
+    short rows). ``at``: optional ``at(idx [..., m] int32) -> [..., m]``, the values of ``x`` at
+    those indices computed afresh; the second level then reads its ``k * bs`` candidates from it
+    instead of gathering them from ``x``, so that XLA need not store ``x`` when it is an
+    expression (the block maxima fuse with it). It must return exactly ``x``'s values.
+    Returns ``(values [..., k], indices [..., k] int32)``.
     """
     n = x.shape[-1]
     k = int(k)
@@ -200,7 +204,12 @@ def top_k_last(x, k: int, block: Optional[int] = None):
         _total_order_key(jnp.max(_total_order_key(xb), axis=-1)), x.dtype)   # [..., nb]
     _, blocks = jax.lax.top_k(block_max, k)
     blocks = jnp.sort(blocks, axis=-1)                                       # [..., k]
-    cand = jnp.take_along_axis(xb, blocks[..., None], axis=-2, mode="clip")  # [..., k, bs]
+    if at is None:
+        cand = jnp.take_along_axis(xb, blocks[..., None], axis=-2, mode="clip")  # [..., k, bs]
+    else:
+        pos = (blocks[..., None] * bs + jnp.arange(bs, dtype=blocks.dtype)).reshape(lead + (k * bs,))
+        cand = jnp.where(pos < n, at(jnp.minimum(pos, n - 1).astype(jnp.int32)),
+                         jnp.asarray(-jnp.nan, x.dtype))
     values, j = jax.lax.top_k(cand.reshape(lead + (k * bs,)), k)
     idx = jnp.take_along_axis(blocks, j // bs, axis=-1, mode="clip") * bs + j % bs
     return values, idx.astype(jnp.int32)

@@ -56,19 +56,15 @@ def anchor_points(grid_xy, strides):
     return (jnp.asarray(grid_xy, jnp.float32) + 0.5) * s[:, None]
 
 
-def _corners(boxes):
-    """[..., N, 4] xyxy -> four [..., N, 1] columns (x1, y1, x2, y2), for [..., N, M] pairs."""
-    return tuple(boxes[..., i:i + 1] for i in range(4))
-
-
-def iou_yolov6(gts, boxes, eps: float = IOU_EPS):
-    """MMYOLO's ``yolov6_iou_calculator``: [B, G, 4], [B, A, 4] xyxy -> IoU [B, G, A].
+def pair_iou(gts, boxes, eps: float = IOU_EPS):
+    """MMYOLO's ``yolov6_iou_calculator`` for broadcast pairs: ``[..., 4]``, ``[..., 4]`` xyxy ->
+    IoU ``[...]`` of the broadcast shape.
 
     overlap = prod(clip(min(x2y2) - max(x1y1), 0)); areas with sides clipped at 0;
-    IoU = overlap / (area_g + area_a - overlap + eps). Written per coordinate so the largest
-    intermediate is [B, G, A]."""
-    gx1, gy1, gx2, gy2 = _corners(gts)                                    # [B, G, 1]
-    bx1, by1, bx2, by2 = (c[..., None, :, 0] for c in _corners(boxes))   # [B, 1, A]
+    IoU = overlap / (area_g + area_a - overlap + eps). Written per coordinate, so the largest
+    intermediate has the output's shape."""
+    gx1, gy1, gx2, gy2 = (gts[..., i] for i in range(4))
+    bx1, by1, bx2, by2 = (boxes[..., i] for i in range(4))
     ow = jnp.clip(jnp.minimum(gx2, bx2) - jnp.maximum(gx1, bx1), 0.0)
     oh = jnp.clip(jnp.minimum(gy2, by2) - jnp.maximum(gy1, by1), 0.0)
     overlap = ow * oh
@@ -77,11 +73,22 @@ def iou_yolov6(gts, boxes, eps: float = IOU_EPS):
     return overlap / (area_g + area_b - overlap + eps)
 
 
+def iou_yolov6(gts, boxes, eps: float = IOU_EPS):
+    """MMYOLO's ``yolov6_iou_calculator``: [B, G, 4], [B, A, 4] xyxy -> IoU [B, G, A]."""
+    return pair_iou(gts[:, :, None, :], boxes[:, None, :, :], eps)
+
+
 def points_in_gts(points, gts, eps: float = IN_GT_EPS):
     """MMYOLO's ``select_candidates_in_gts``: points [A, 2], gts [B, G, 4] xyxy -> [B, G, A] bool,
     True where ``min(px - x1, py - y1, x2 - px, y2 - py) > eps``."""
-    gx1, gy1, gx2, gy2 = _corners(gts)                                    # [B, G, 1]
-    px, py = points[:, 0], points[:, 1]                                   # [A]
+    return point_inside(points[None, None], gts[:, :, None, :], eps)
+
+
+def point_inside(points, gts, eps: float = IN_GT_EPS):
+    """``points_in_gts`` for broadcast pairs: points ``[..., 2]``, gts ``[..., 4]`` xyxy ->
+    ``[...]`` bool."""
+    gx1, gy1, gx2, gy2 = (gts[..., i] for i in range(4))
+    px, py = points[..., 0], points[..., 1]
     margin = jnp.minimum(jnp.minimum(px - gx1, py - gy1), jnp.minimum(gx2 - px, gy2 - py))
     return margin > eps
 
@@ -169,13 +176,15 @@ def gather_rows(x, matched):
     return jnp.take_along_axis(x, matched[:, None, :], axis=1, mode="clip")[:, 0]
 
 
-def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality):
+def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, matched_iou=None):
     """Assemble a batched ``Assignment`` from the resolved matching.
 
     fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt; classes,
-    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg)."""
+    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg);
+    matched_iou [B, A]: the IoU with the matched gt, 0 where not fg (None: read from pred_iou)."""
     b, g = gt_mask.shape
-    matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
+    if matched_iou is None:
+        matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
     matched_class = jnp.where(fg, jnp.take_along_axis(classes, matched, axis=1, mode="clip"), 0)
     rows = jnp.arange(b)[:, None]
     dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
@@ -272,21 +281,43 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     valid = gt_mask[:, :, None]                                            # [B, G, 1]
     preds = cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32))             # [B, A, 4]
 
-    iou = iou_yolov6(gts, preds)                                           # [B, G, A]
-    scores = class_scores(sg(cls_logits), sg(obj_logits), classes, score)  # [B, G, A]
-    align = power(scores, alpha) * power(iou, beta)
-    in_gt = points_in_gts(anchor_points(grid_xy, strides), gts) & valid    # [B, G, A]
+    points = anchor_points(grid_xy, strides)                               # [A, 2]
+    logits = sg(cls_logits).astype(jnp.float32)
+    obj = sg(obj_logits).astype(jnp.float32)
+    bi = jnp.arange(b)[:, None, None]
 
-    # Each gt's top-k metrics among the anchors inside it (others compete with metric 0).
-    # Conflicts are resolved on the G * K picks, not on [B, G, A] masks.
-    _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a))   # [B, G, K]
-    keep = jnp.take_along_axis(in_gt, idx, axis=2)                         # [B, G, K]
-    iou_at_picks = jax.vmap(lambda x, i: x[:, i])(iou, idx.reshape(b, -1))  # [B, G, G K]
+    def metric_at(idx):
+        """The masked metric below at anchors idx [B, G, N] of each gt row: [B, G, N]."""
+        pred = jax.vmap(lambda x, i: x[i])(preds, idx.reshape(b, -1)).reshape(idx.shape + (4,))
+        s = jax.nn.sigmoid(logits[bi, idx, classes[:, :, None]])
+        if score == "joint":
+            s = jnp.sqrt(s * jax.nn.sigmoid(obj[bi, idx]))
+        m = power(s, alpha) * power(pair_iou(gts[:, :, None, :], pred), beta)
+        return jnp.where(point_inside(points[idx], gts[:, :, None, :]) & valid, m, 0.0)
+
+    iou = iou_yolov6(gts, preds)                                           # [B, G, A]
+    scores = class_scores(logits, obj, classes, score)                     # [B, G, A]
+    align = power(scores, alpha) * power(iou, beta)
+    in_gt = points_in_gts(points, gts) & valid                             # [B, G, A]
+
+    # Each gt's top-k metrics among the anchors inside it (others compete with metric 0). The
+    # top-k's second level, the picks' overlaps and the matched pairs' values are computed
+    # afresh from the inputs: XLA then fuses the dense metric into the block maxima and stores
+    # no [B, G, A] array for them to read.
+    _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a), at=metric_at)
+    keep = point_inside(points[idx], gts[:, :, None, :]) & valid           # [B, G, K]
+    picked = jax.vmap(lambda x, i: x[i])(preds, idx.reshape(b, -1))        # [B, G K, 4]
+    iou_at_picks = pair_iou(gts[:, :, None, :], picked[:, None])           # [B, G, G K]
     fg, matched = resolve_picks(idx, keep, iou_at_picks, gt_mask, a)
 
     # Normalised metric: per gt, the max metric and max IoU over its final positives.
-    align_m = jnp.where(fg, gather_rows(align, matched), 0.0)              # [B, A]
-    iou_m = jnp.where(fg, gather_rows(iou, matched), 0.0)
+    matched_class = jnp.take_along_axis(classes, matched, axis=1)          # [B, A]
+    iou_m = jnp.where(fg, pair_iou(jnp.take_along_axis(gts, matched[..., None], axis=1), preds),
+                      0.0)
+    s_m = jax.nn.sigmoid(jnp.take_along_axis(logits, matched_class[..., None], axis=2)[..., 0])
+    if score == "joint":
+        s_m = jnp.sqrt(s_m * jax.nn.sigmoid(obj))
+    align_m = jnp.where(fg, power(s_m, alpha) * power(iou_m, beta), 0.0)   # [B, A]
     rows = jnp.arange(b)[:, None]
     pos_align = jnp.zeros((b, g), jnp.float32).at[rows, matched].max(align_m)   # [B, G]
     pos_iou = jnp.zeros((b, g), jnp.float32).at[rows, matched].max(iou_m)
@@ -294,4 +325,4 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     quality = jnp.where(fg, align_m * take(pos_iou) / (take(pos_align) + jnp.float32(eps)), 0.0)
 
     candidate = jnp.any(in_gt, axis=1)
-    return finish(fg, matched, iou, classes, gt_mask, candidate, quality)
+    return finish(fg, matched, iou, classes, gt_mask, candidate, quality, matched_iou=iou_m)
