@@ -187,7 +187,9 @@ def top_k_last(x, k: int, block: Optional[int] = None, at: Optional[Callable] = 
     short rows). ``at``: optional ``at(idx [..., m] int32) -> [..., m]``, the values of ``x`` at
     those indices computed afresh; the second level then reads its ``k * bs`` candidates from it
     instead of gathering them from ``x``, so that XLA need not store ``x`` when it is an
-    expression (the block maxima fuse with it). It must return exactly ``x``'s values.
+    expression (the block maxima fuse with it). It should return ``x``'s values: where XLA
+    rounds the same formula differently in the two places (a last-bit difference), only which of
+    two elements within a few ulp of each other is picked can change.
     Returns ``(values [..., k], indices [..., k] int32)``.
     """
     n = x.shape[-1]
