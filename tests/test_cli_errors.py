@@ -44,6 +44,21 @@ def test_corrupt_annotation_json_is_named(capsys, tmp_path):
     assert str(ann) in line and "not valid JSON" in line
 
 
+def test_a_fresh_run_refuses_another_runs_checkpoints(capsys, tmp_path):
+    """Training again into a folder whose run has checkpoints stops before anything compiles
+    (its saves would collide with theirs at the end), naming the folder and the ways on; an
+    interrupted save (a temporary folder) or ``--resume`` does not count as such a run."""
+    run_dir = tmp_path / "exp"
+    (run_dir / "checkpoints" / "latest" / "12.orbax-checkpoint-tmp-1").mkdir(parents=True)
+    from yolox_jax.train.loop import check_no_earlier_run
+
+    check_no_earlier_run(run_dir, resume=False)
+    (run_dir / "checkpoints" / "latest" / "768").mkdir()
+    check_no_earlier_run(run_dir, resume=True)
+    line = one_line_error(capsys, ["train", f"run.output_dir={tmp_path}", "run.experiment=exp"])
+    assert f"({run_dir})" in line and "up to step 768" in line and "--resume" in line, line
+
+
 def test_debug_shows_the_traceback():
     with pytest.raises(UserError):
         main(["--debug", "train", "data.input_size=abc"])

@@ -110,7 +110,9 @@ def preflight(cfg: config_lib.Config) -> None:
     if cfg.run.init_from and not Path(cfg.run.init_from).exists():
         raise UserError("no such checkpoint to start from", cfg.run.init_from)
     check_assigner(cfg)
-    ensure_writable(Path(cfg.run.output_dir) / (cfg.run.experiment or cfg.model.name))
+    run_dir = Path(cfg.run.output_dir) / (cfg.run.experiment or cfg.model.name)
+    check_no_earlier_run(run_dir, cfg.run.resume)
+    ensure_writable(run_dir)
 
 
 def loss_options(cfg) -> dict:
@@ -149,6 +151,21 @@ def ensure_writable(folder: Path) -> None:
     except OSError as err:
         raise UserError(f"the output folder is not writable: {err.strerror or err}",
                         folder) from None
+
+
+def check_no_earlier_run(run_dir: Path, resume: bool) -> None:
+    """Raise a UserError naming ``run_dir`` if a run that does not resume would start where
+    another run's checkpoints are: its saves would collide with their steps, and its ``best/``
+    would be judged against their AP. Nothing to check when resuming."""
+    if resume:
+        return
+    steps = sorted(int(p.name) for sub in ("latest", "best")
+                   for p in (run_dir / "checkpoints" / sub).glob("*")
+                   if p.name.isdigit() and p.is_dir())
+    if steps:
+        raise UserError(f"already holds the checkpoints of a run (up to step {steps[-1]}): "
+                        "continue it with --resume (run.resume=true), train into another "
+                        "run.experiment or run.output_dir, or delete the folder", run_dir)
 
 
 # The input the initialiser traces the model with. The variables' shapes and values do not
@@ -288,6 +305,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     r = cfg.run
     maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes, r.process_id)
     run_dir = Path(r.output_dir) / (r.experiment or cfg.model.name)
+    check_no_earlier_run(run_dir, r.resume)
     mesh = make_mesh()
     train_source, val_source = inputs.build_sources(cfg.data)
     if cfg.model.num_classes != train_source.num_classes:
