@@ -288,11 +288,10 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
 
     def metric_at(idx):
         """The masked metric below at anchors idx [B, G, N] of each gt row: [B, G, N]."""
-        pred = jax.vmap(lambda x, i: x[i])(preds, idx.reshape(b, -1)).reshape(idx.shape + (4,))
         s = jax.nn.sigmoid(logits[bi, idx, classes[:, :, None]])
         if score == "joint":
             s = jnp.sqrt(s * jax.nn.sigmoid(obj[bi, idx]))
-        m = power(s, alpha) * power(pair_iou(gts[:, :, None, :], pred), beta)
+        m = power(s, alpha) * power(pair_iou(gts[:, :, None, :], preds[bi, idx]), beta)
         return jnp.where(point_inside(points[idx], gts[:, :, None, :]) & valid, m, 0.0)
 
     iou = iou_yolov6(gts, preds)                                           # [B, G, A]
@@ -306,8 +305,8 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     # no [B, G, A] array for them to read.
     _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a), at=metric_at)
     keep = point_inside(points[idx], gts[:, :, None, :]) & valid           # [B, G, K]
-    picked = jax.vmap(lambda x, i: x[i])(preds, idx.reshape(b, -1))        # [B, G K, 4]
-    iou_at_picks = pair_iou(gts[:, :, None, :], picked[:, None])           # [B, G, G K]
+    picked = preds[bi, idx].reshape(b, 1, -1, 4)                           # [B, 1, G K, 4]
+    iou_at_picks = pair_iou(gts[:, :, None, :], picked)                    # [B, G, G K]
     fg, matched = resolve_picks(idx, keep, iou_at_picks, gt_mask, a)
 
     # Normalised metric: per gt, the max metric and max IoU over its final positives.

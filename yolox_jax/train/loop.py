@@ -110,9 +110,8 @@ def preflight(cfg: config_lib.Config) -> None:
     if cfg.run.init_from and not Path(cfg.run.init_from).exists():
         raise UserError("no such checkpoint to start from", cfg.run.init_from)
     check_assigner(cfg)
-    run_dir = Path(cfg.run.output_dir) / (cfg.run.experiment or cfg.model.name)
-    check_no_earlier_run(run_dir, cfg.run.resume)
-    ensure_writable(run_dir)
+    check_no_earlier_run(run_dir_of(cfg), cfg.run.resume)
+    ensure_writable(run_dir_of(cfg))
 
 
 def loss_options(cfg) -> dict:
@@ -151,6 +150,11 @@ def ensure_writable(folder: Path) -> None:
     except OSError as err:
         raise UserError(f"the output folder is not writable: {err.strerror or err}",
                         folder) from None
+
+
+def run_dir_of(cfg: config_lib.Config) -> Path:
+    """The run's folder: ``run.output_dir / (run.experiment or model.name)``."""
+    return Path(cfg.run.output_dir) / (cfg.run.experiment or cfg.model.name)
 
 
 def check_no_earlier_run(run_dir: Path, resume: bool) -> None:
@@ -304,7 +308,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     t_begin = time.perf_counter()
     r = cfg.run
     maybe_initialize_distributed(r.distributed, r.coordinator_address, r.num_processes, r.process_id)
-    run_dir = Path(r.output_dir) / (r.experiment or cfg.model.name)
+    run_dir = run_dir_of(cfg)
     check_no_earlier_run(run_dir, r.resume)
     mesh = make_mesh()
     train_source, val_source = inputs.build_sources(cfg.data)
