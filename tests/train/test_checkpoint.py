@@ -220,3 +220,80 @@ def test_a_failed_background_write_is_one_error_naming_its_step(tmp_path):
     assert "checkpoint step 2 could not be written" in error[0]
     assert f"the last complete checkpoint is {tmp_path / 'latest' / '1'}" in error[0]
     assert "LATEST 1" in out.stdout
+
+
+def _mixed_state(v):
+    """Leaves of several dtypes and ranks, nested dicts, a tuple and a scalar."""
+    rng = np.random.default_rng(int(v))
+    return {"step": jnp.asarray(v, jnp.int32),
+            "params": {"a": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)},
+                       "b": jnp.asarray(rng.normal(size=(5,)), jnp.bfloat16)},
+            "batch_stats": {"m": jnp.zeros((0,), jnp.float32)},
+            "ema_params": {"w": jnp.asarray(rng.integers(0, 9, size=(2, 3)), jnp.int32)},
+            "ema_batch_stats": {},
+            "opt_state": (jnp.asarray(rng.normal(size=(7,)), jnp.float32), {"t": jnp.float32(v)})}
+
+
+def test_packed_state_round_trips_exactly(tmp_path):
+    """The state is written as one buffer per dtype plus a layout; restoring into the target's
+    structure and reading without a model both give every array back bitwise, with its shape and
+    dtype."""
+    from yolox_jax.train.checkpoint import pack, read_state
+
+    buffers, layout, _ = pack(_mixed_state(3))
+    assert sorted(buffers) == ["bfloat16", "float32", "int32"]
+    assert buffers["float32"].size == 3 * 3 * 2 * 4 + 7 + 1
+    ck = Checkpointer(tmp_path, keep=2, async_save=False)
+    ck.save(3, _mixed_state(3), None, {"model": {}}, {"step": 3})
+    ck.wait()
+    assert (tmp_path / "latest" / "3" / "layout").exists()
+    restored = ck.restore(abstract_like(_mixed_state(0)))
+    ck.close()
+    want = _mixed_state(3)
+    assert jax.tree_util.tree_structure(restored["state"]) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(restored["state"]), jax.tree_util.tree_leaves(want)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    step, state, _ = read_state(tmp_path)
+    assert step == 3 and state["params"]["b"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(state["opt_state"]["1"]["t"]), np.float32(3))
+    np.testing.assert_array_equal(np.asarray(state["params"]["a"]["kernel"]),
+                                  np.asarray(want["params"]["a"]["kernel"]))
+
+
+def test_restore_into_another_shape_names_the_array(tmp_path):
+    ck = Checkpointer(tmp_path, keep=2, async_save=False)
+    ck.save(1, _state(1), None, {}, {"step": 1})
+    ck.wait()
+    other = dict(_state(0), params={"w": jnp.zeros((4,))})
+    with pytest.raises(Exception, match=r"params/w is float32\[3\] in the checkpoint, "
+                                        r"float32\[4\] in the target"):
+        ck.restore(abstract_like(other))
+    missing = dict(_state(0), params={"w": jnp.zeros((3,)), "v": jnp.zeros((3,))})
+    with pytest.raises(Exception, match="1 arrays missing, e.g. params/v"):
+        ck.restore(abstract_like(missing))
+    ck.close()
+
+
+def test_a_step_written_one_array_per_leaf_still_restores(tmp_path):
+    """Checkpoints of earlier versions (the state as one Orbax array per leaf) restore and read."""
+    import orbax.checkpoint as ocp
+
+    from yolox_jax.train.checkpoint import array_checksums, read_state, record_checksum
+
+    manager = ocp.CheckpointManager(tmp_path / "latest",
+                                    options=ocp.CheckpointManagerOptions(create=True))
+    config, meta = {"model": {}}, {"step": 4}
+    sums = {"state": array_checksums(_state(4)), "config": record_checksum(config),
+            "meta": record_checksum(meta)}
+    manager.save(4, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_state(4)), config=ocp.args.JsonSave(config),
+        meta=ocp.args.JsonSave(meta), checksums=ocp.args.JsonSave(sums)))
+    manager.wait_until_finished()
+    manager.close()
+    ck = Checkpointer(tmp_path, async_save=False)
+    restored = ck.restore(abstract_like(_state(0)))
+    ck.close()
+    assert restored["step"] == 4 and _same(restored["state"], _state(4))
+    step, state, _ = read_state(tmp_path)
+    assert step == 4 and float(state["ema_params"]["w"][0]) == 4.5

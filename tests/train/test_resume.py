@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from yolox_jax.train.checkpoint import Checkpointer
+from yolox_jax.train.checkpoint import read_state
 
 SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_images=48",
          "data.synthetic_val_images=0", "data.synthetic_image_size=(96,128)",
@@ -33,13 +33,8 @@ def _env():
 
 
 def _state(run_dir):
-    ck = Checkpointer(Path(run_dir) / "checkpoints", async_save=False)
-    import orbax.checkpoint as ocp
-
-    step = ck.latest_step()
-    restored = ck.latest.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    ck.close()
-    return step, restored["state"]
+    step, state, _ = read_state(Path(run_dir) / "checkpoints" / "latest")
+    return step, state
 
 
 def _digests(run_dir):
