@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Detailed benchmark harness: ``python scripts/benchmark.py {assign,nms,data,train,model} [options]``.
+"""Detailed benchmark harness:
+``python scripts/benchmark.py {assign,nms,data,train,model,checkpoint} [options]``.
 
 ``yolox-jax bench`` runs every workload in one command (jit against eager and PyTorch, compile
 time, memory, plots); this script runs one topic of ``yolox_jax.bench`` with all of its options
@@ -15,7 +16,8 @@ import importlib
 import sys
 
 # topic -> module of yolox_jax.bench
-TOPICS = {"assign": "assign", "nms": "nms", "data": "data", "train": "train", "model": "forward"}
+TOPICS = {"assign": "assign", "nms": "nms", "data": "data", "train": "train", "model": "forward",
+          "checkpoint": "checkpoint"}
 
 
 def main(argv=None):
