@@ -102,10 +102,10 @@ def pack(tree) -> tuple[dict[str, np.ndarray], list[dict], dict[str, str]]:
     replicated (the train state is): each process packs its own copy."""
     parts: dict[str, list[np.ndarray]] = {}
     layout, sums = [], {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if not hasattr(leaf, "shape"):
-            continue
-        host = np.asarray(leaf, order="C")
+    named = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(x, "shape")]
+    hosts = jax.device_get([x for _, x in named])   # the transfers of all leaves overlap
+    for (path, _), host in zip(named, hosts):
+        host = np.asarray(host, order="C")
         name = "/".join(_key_name(e) for e in path)
         layout.append({"path": name, "shape": list(host.shape), "dtype": str(host.dtype)})
         sums[name] = _array_checksum(host)
