@@ -14,10 +14,10 @@ Orbax writes the buffers from the first process. :func:`read_state` reads a step
 dicts without a model; :meth:`Checkpointer.restore` into the structure and shardings of a target.
 Steps written one array per leaf still restore.
 
-Verified: every step also holds ``checksums`` (CRC32 of every state array, of the config and
-of the meta record, computed from the values being saved). Restoring checks them; a step that
-fails (a flipped bit, a truncated or unreadable file) is named in a warning and the next older
-step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports every
+Verified: every step also holds ``checksums`` (CRC32 of every state array, of the layout, of the
+config and of the meta record, computed from the values being saved). Restoring checks them; a
+step that fails (a flipped bit, a truncated or unreadable file) is named in a warning and the next
+older step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports every
 step.
 
 Disk problems stop the run at the save they hit, with one message naming the last complete
@@ -98,8 +98,8 @@ def pack(tree) -> tuple[dict[str, np.ndarray], list[dict], dict[str, str]]:
 
     ``buffers``: one flat array per dtype (``{"float32": [N]}``), the leaves raveled and joined in
     tree order; ``layout``: ``[{"path", "shape", "dtype"}]`` of every leaf in that order;
-    ``checksums``: ``array_checksums`` of the leaves. Arrays spread over several processes must be
-    replicated (the train state is): each process packs its own copy."""
+    ``checksums``: ``{path: "<dtype><shape>:<crc32>"}`` of the leaves. Arrays spread over several
+    processes must be replicated (the train state is): each process packs its own copy."""
     parts: dict[str, list[np.ndarray]] = {}
     layout, sums = [], {}
     named = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(x, "shape")]
@@ -122,20 +122,21 @@ def unpack(buffers: dict, layout: list[dict], expected: dict | None, where) -> d
         raise CheckpointError(f"no checksums saved ({where})")
     if record_checksum(layout) != expected.get("layout"):
         raise CheckpointError(f"the layout record differs from its checksum ({where})")
-    offsets = dict.fromkeys(buffers, 0)
+    flats = {dtype: np.asarray(b).reshape(-1) for dtype, b in buffers.items()}
+    offsets = dict.fromkeys(flats, 0)
     arrays = {}
     for entry in layout:
         name, shape, dtype = entry["path"], tuple(entry["shape"]), entry["dtype"]
-        if dtype not in buffers:
+        if dtype not in flats:
             raise CheckpointError(f"no {dtype} buffer for {name} ({where})")
         size = int(np.prod(shape, dtype=np.int64))
         start = offsets[dtype]
-        flat = np.asarray(buffers[dtype]).reshape(-1)
+        flat = flats[dtype]
         if start + size > flat.size:
             raise CheckpointError(f"the {dtype} buffer ends before {name} ({where})")
         arrays[name] = flat[start:start + size].reshape(shape)
         offsets[dtype] = start + size
-    short = [d for d, o in offsets.items() if o != np.asarray(buffers[d]).size]
+    short = [d for d, o in offsets.items() if o != flats[d].size]
     if short:
         raise CheckpointError(f"the {short[0]} buffer holds more than its layout ({where})")
     want = expected["state"]
