@@ -70,15 +70,11 @@ def _key_name(entry) -> str:
 def array_checksums(tree) -> dict[str, str]:
     """``{"params/backbone/.../kernel": "<dtype><shape>:<crc32>"}`` for every array leaf of
     ``tree`` (a TrainState or the same tree as nested dicts: the names agree). Arrays spread over
-    several processes must be replicated (the train state is)."""
-    out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if not hasattr(leaf, "shape"):
-            continue
-        host = np.ascontiguousarray(np.asarray(leaf))
-        out["/".join(_key_name(e) for e in path)] = \
-            f"{host.dtype}{list(host.shape)}:{zlib.crc32(host.tobytes()):08x}"
-    return out
+    several processes must be replicated (the train state is). The format of steps written one
+    array per leaf, where a 0-d array's shape reads ``[1]``."""
+    return {"/".join(_key_name(e) for e in path): _array_checksum(np.ascontiguousarray(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+            if hasattr(leaf, "shape")}
 
 
 def record_checksum(record) -> str:
@@ -450,7 +446,7 @@ def _read_step(manager, path: Path, step: int):
         arrays = unpack(restored["state"], restored["layout"], restored.get("checksums"), where)
         check({"config": restored["config"]}, restored["checksums"], where)
         device = jax.local_devices()[0]
-        restored["state"] = nest({k: jax.device_put(v, device) for k, v in arrays.items()})
+        restored["state"] = nest(jax.device_put(arrays, device))   # one batched transfer
     elif has_sums:
         check(restored, restored["checksums"], where)
     else:
