@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from yolox_jax.ops.anchors import DEFAULT_STRIDES, anchor_grid, decode_boxes
 from yolox_jax.assign import registry
-from yolox_jax.assign._simota import sanitize_gts, simota_batch
+from yolox_jax.assign._simota import sanitize_gts
 
 REG_WEIGHT = 5.0
 
@@ -115,7 +115,8 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         fn = registry.get_assigner(name) if isinstance(name, str) else name
         differentiable = (registry.is_differentiable(name) if isinstance(name, str)
                           else bool(getattr(fn, "differentiable", False)))
-        if fn is simota_batch:   # gt buckets + anchor compaction, same result as vmap(simota)
+        # The all-anchor max IoU only where the objectness target uses it.
+        if registry.takes_keyword(fn, "with_max_iou"):
             assign_kwargs.setdefault("with_max_iou", obj_target != "binary")
         inputs = (pred_boxes, cls_logits, obj_logits) if differentiable else \
             (sg(pred_boxes), sg(cls_logits), sg(obj_logits))

@@ -108,3 +108,57 @@ def test_every_builtin_trains_through_the_loss(name):
     assert np.isfinite(float(value)) and float(out["num_fg"]) > 0
     grad = np.asarray(grad)
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+def test_the_loss_asks_for_max_iou_only_where_its_target_uses_it():
+    """An assigner that takes ``with_max_iou`` gets False under the default binary objectness
+    target and True under the targets that read ``max_iou``; one that does not take it (only
+    ``**options``) never receives it. Traced only (``jax.eval_shape``)."""
+    from yolox_jax.losses import yolox_loss
+
+    seen = []
+
+    def explicit(*args, with_max_iou=True, **options):
+        seen.append(("explicit", with_max_iou))
+        return simota_batch(*args, with_max_iou=with_max_iou)
+
+    def catch_all(*args, **options):
+        seen.append(("catch_all", "with_max_iou" in options))
+        return simota_batch(*args)
+
+    raw = np.zeros((2, 126, 8), np.float32)
+    labels = np.array([[[1, 40, 30, 20, 16]]] * 2, np.float32)
+    mask = np.ones((2, 1), bool)
+    for name, fn in (("explicit", explicit), ("catch_all", catch_all)):
+        registry.register(name, fn)
+        try:
+            for target in ("binary", "max_iou", "iou"):
+                jax.eval_shape(lambda r: yolox_loss(r, labels, mask, (64, 96), assigner=name,
+                                                    obj_target=target), raw)
+        finally:
+            registry._REGISTERED.pop(name)
+    assert seen == [("explicit", False), ("explicit", True), ("explicit", True),
+                    ("catch_all", False), ("catch_all", False), ("catch_all", False)]
+
+
+@pytest.mark.parametrize("name", ["simota", "tal", "atss", "dsl"])
+def test_without_max_iou_every_other_field_is_unchanged(name):
+    """``with_max_iou=False`` leaves ``max_iou`` None and every other field bitwise equal."""
+    from yolox_jax.bench.assign import KEYS, make_inputs
+
+    fn = registry.get_assigner(name)
+    inputs = make_inputs(2, (64, 96), 3, 3, 5, seed=1)
+    grid_xy, strides = inputs["grid_xy"], inputs["strides"]
+    xs = [inputs[k] for k in KEYS if k not in ("grid_xy", "strides")]
+
+    def run(flag):
+        return jax.jit(lambda p, c, o, gb, gc, gm: fn(p, c, o, grid_xy, strides, gb, gc, gm,
+                                                      with_max_iou=flag))(*xs)
+
+    full, lean = run(True), run(False)
+    assert lean.max_iou is None and full.max_iou is not None
+    assert int(np.asarray(full.num_fg).sum()) > 0
+    for field in full._fields:
+        if field != "max_iou" and getattr(full, field) is not None:
+            np.testing.assert_array_equal(np.asarray(getattr(lean, field)),
+                                          np.asarray(getattr(full, field)), err_msg=field)

@@ -45,7 +45,7 @@ import numpy as np
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, top_k_last
 from yolox_jax.assign._tal import (IN_GT_EPS, anchor_points, empty_assignment, finish, gather_rows,
-                                   iou_yolov6, points_in_gts, prepare_gts, resolve_picks,
+                                   iou_yolov6, pair_iou, points_in_gts, prepare_gts, resolve_picks,
                                    select_highest_overlaps)
 from yolox_jax.ops.anchors import DEFAULT_STRIDES
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
@@ -159,7 +159,8 @@ def _positives_dense(dist, *, overlaps, gts, prior_centres, valid, strides, topk
 
 
 def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
-         topk: int = 9, prior_size: float = 5.0, gt_buckets=DEFAULT_GT_BUCKETS) -> Assignment:
+         topk: int = 9, prior_size: float = 5.0, gt_buckets=DEFAULT_GT_BUCKETS,
+         with_max_iou: bool = True) -> Assignment:
     """ATSS assignment of a batch (MMYOLO ``BatchATSSAssigner`` with ``pred_bboxes``).
 
     Args:
@@ -170,6 +171,9 @@ def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_clas
       topk: nearest priors per level and gt (MMYOLO default 9).
       prior_size: side of the prior box around each anchor point, in strides (MMYOLO: 5).
       gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact).
+      with_max_iou: compute ``Assignment.max_iou`` (only the ``obj_target="max_iou"/"iou"``
+        losses use it; MMYOLO's assigner does not compute it): False leaves it None and
+        computes the IoU of the matched pairs only, never the [B, G, A] one.
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
@@ -181,14 +185,14 @@ def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_clas
     b, a, num_classes = cls_logits.shape
     g = gt_mask.shape[1]
     if g == 0:
-        return empty_assignment(b, a, g)
+        return empty_assignment(b, a, g, with_max_iou)
     rows = partial(_atss_rows, sg(pred_boxes), cls_logits.shape[-1], grid_xy, strides,
-                   topk=topk, prior_size=prior_size)
+                   topk=topk, prior_size=prior_size, with_max_iou=with_max_iou)
     return in_gt_buckets(rows, sg(gt_boxes), sg(gt_classes), sg(gt_mask), gt_buckets)
 
 
 def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
-               topk, prior_size) -> Assignment:
+               topk, prior_size, with_max_iou=True) -> Assignment:
     """``atss`` on the gt rows given (any count ``g >= 1``): [B, g] gts -> ``Assignment``."""
     sg = jax.lax.stop_gradient
     a = pred_boxes.shape[1]
@@ -225,6 +229,13 @@ def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, 
             jnp.all(jnp.asarray(strides, jnp.float32) == expected),
             partial(static, bounds=bounds), dense, dist)
 
-    pred_iou = iou_yolov6(gts, cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32)))   # [B, G, A]
-    quality = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
-    return finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality)
+    preds = cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32))              # [B, A, 4]
+    if with_max_iou:
+        pred_iou = iou_yolov6(gts, preds)                                   # [B, G, A]
+        quality = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
+    else:   # the matched pairs only: the same formula, element for element
+        pred_iou = None
+        quality = jnp.where(fg, pair_iou(jnp.take_along_axis(gts, matched[..., None], axis=1),
+                                         preds), 0.0)
+    return finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality,
+                  matched_iou=quality, with_max_iou=with_max_iou)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 
 from yolox_jax.assign._simota import Assignment, _switch_by_conds

@@ -167,7 +167,7 @@ def _first_valid_argmin(cost, gt_mask):
 
 
 def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
-             keep_outside_picks: bool) -> Assignment:
+             keep_outside_picks: bool, with_max_iou: bool = True) -> Assignment:
     """One image from its ``dsl_cost`` (cost, iou [G, A], candidate [A]), classes and gt_mask [G]:
     the per-image ``Assignment``."""
     g, a = cost.shape
@@ -201,7 +201,8 @@ def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
     matched = jnp.where(fg, jnp.where(count > 1, best, sole), 0).astype(jnp.int32)
     matched_iou = jnp.where(
         fg, jnp.take_along_axis(iou, matched[None, :], axis=0, mode="clip")[0], 0.0)
-    max_iou = jnp.maximum(valid_max(iou[None], gt_mask[None])[0], 0.0)          # 0 without gts
+    max_iou = (jnp.maximum(valid_max(iou[None], gt_mask[None])[0], 0.0)         # 0 without gts
+               if with_max_iou else None)
     matched_class = jnp.where(fg, jnp.take(classes, matched, mode="clip"), 0)
     return Assignment(
         fg_mask=fg,
@@ -220,7 +221,8 @@ def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
 def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
         soft_center_radius: float = 3.0, topk: int = 13, iou_weight: float = 3.0,
         center_offset: float = 0.5, score: str = "cls", class_cost: str = "gt_class",
-        keep_outside_picks: bool = False, gt_buckets=DEFAULT_GT_BUCKETS) -> Assignment:
+        keep_outside_picks: bool = False, gt_buckets=DEFAULT_GT_BUCKETS,
+        with_max_iou: bool = True) -> Assignment:
     """RTMDet's dynamic soft label assignment for a batch (see the module docstring).
 
     Args:
@@ -239,6 +241,8 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
         classes with a soft one-hot label).
       keep_outside_picks: keep MMYOLO's picks of non-candidate (INF-cost) anchors.
       gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact).
+      with_max_iou: compute ``Assignment.max_iou`` (only the ``obj_target="max_iou"/"iou"``
+        losses use it; MMYOLO's assigner does not compute it); False leaves it None.
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask [B, A], matched_gt [B, A] (0 where not
@@ -266,7 +270,8 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
                              iou_weight=float(iou_weight), score=score, class_cost=class_cost),
                      in_axes=(0, 0, 0, None, None, 0, 0, 0))
     resolve = jax.vmap(partial(_dsl_one, topk=int(topk),
-                               keep_outside_picks=bool(keep_outside_picks)))
+                               keep_outside_picks=bool(keep_outside_picks),
+                               with_max_iou=bool(with_max_iou)))
 
     def core(bx, cs, mk):
         # The cost is computed in a branch of its own so that it is stored once: its top-k and

@@ -176,19 +176,23 @@ def gather_rows(x, matched):
     return jnp.take_along_axis(x, matched[:, None, :], axis=1, mode="clip")[:, 0]
 
 
-def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, matched_iou=None):
+def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, matched_iou=None,
+           with_max_iou: bool = True):
     """Assemble a batched ``Assignment`` from the resolved matching.
 
-    fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt; classes,
-    gt_mask [B, G]; candidate [B, A] bool; quality [B, A] (already 0 where not fg);
-    matched_iou [B, A]: the IoU with the matched gt, 0 where not fg (None: read from pred_iou)."""
+    fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt (may be None
+    when ``matched_iou`` is given and ``with_max_iou`` is False); classes, gt_mask [B, G];
+    candidate [B, A] bool; quality [B, A] (already 0 where not fg); matched_iou [B, A]: the IoU
+    with the matched gt, 0 where not fg (None: read from pred_iou). ``with_max_iou=False``
+    leaves ``max_iou`` None (no pass over [B, G, A])."""
     b, g = gt_mask.shape
     if matched_iou is None:
         matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
     matched_class = jnp.where(fg, jnp.take_along_axis(classes, matched, axis=1, mode="clip"), 0)
     rows = jnp.arange(b)[:, None]
     dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
-    max_iou = jnp.maximum(valid_max(pred_iou, gt_mask), 0.0)               # 0 without gts
+    max_iou = (jnp.maximum(valid_max(pred_iou, gt_mask), 0.0)              # 0 without gts
+               if with_max_iou else None)
     return Assignment(
         fg_mask=fg,
         matched_gt=matched,
@@ -203,12 +207,13 @@ def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, matched_
     )
 
 
-def empty_assignment(b: int, a: int, g: int) -> Assignment:
+def empty_assignment(b: int, a: int, g: int, with_max_iou: bool = True) -> Assignment:
     """Everything background (MMYOLO's ``num_gt == 0`` early return), batched."""
     zf, zi = jnp.zeros((b, a), jnp.float32), jnp.zeros((b, a), jnp.int32)
     zb = jnp.zeros((b, a), bool)
     return Assignment(fg_mask=zb, matched_gt=zi, matched_iou=zf, num_fg=jnp.zeros((b,), jnp.int32),
-                      matched_class=zi, max_iou=zf, dynamic_k=jnp.zeros((b, g), jnp.int32),
+                      matched_class=zi, max_iou=zf if with_max_iou else None,
+                      dynamic_k=jnp.zeros((b, g), jnp.int32),
                       candidate_mask=zb, quality=zf, weight=None)
 
 
@@ -239,7 +244,8 @@ def class_scores(cls_logits, obj_logits, classes, score: str):
 
 def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
         topk: int = 13, alpha: float = 1.0, beta: float = 6.0, eps: float = 1e-7,
-        score: str = "cls", gt_buckets=DEFAULT_GT_BUCKETS) -> Assignment:
+        score: str = "cls", gt_buckets=DEFAULT_GT_BUCKETS,
+        with_max_iou: bool = True) -> Assignment:
     """Task-aligned assignment of a batch (MMYOLO ``BatchTaskAlignedAssigner``).
 
     Args:
@@ -252,6 +258,9 @@ def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
       score: "cls" (sigmoid(cls), the reference) or "joint" (sqrt(sigmoid(cls) * sigmoid(obj))).
       gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact):
         the work is done on the fewest rows that hold the batch's largest gt count.
+      with_max_iou: compute ``Assignment.max_iou`` (the largest IoU of every anchor over all
+        gts, which only the ``obj_target="max_iou"/"iou"`` losses use and MMYOLO's assigner
+        does not compute: one more pass over [B, G, A]); False leaves the field None.
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
@@ -265,14 +274,15 @@ def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
     b, a, _ = cls_logits.shape
     g = gt_mask.shape[1]
     if g == 0:
-        return empty_assignment(b, a, g)
+        return empty_assignment(b, a, g, with_max_iou)
     rows = partial(_tal_rows, sg(pred_boxes), sg(cls_logits), sg(obj_logits), grid_xy, strides,
-                   topk=topk, alpha=alpha, beta=beta, eps=eps, score=score)
+                   topk=topk, alpha=alpha, beta=beta, eps=eps, score=score,
+                   with_max_iou=with_max_iou)
     return in_gt_buckets(rows, sg(gt_boxes), sg(gt_classes), sg(gt_mask), gt_buckets)
 
 
 def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask,
-              *, topk, alpha, beta, eps, score) -> Assignment:
+              *, topk, alpha, beta, eps, score, with_max_iou=True) -> Assignment:
     """``tal`` on the gt rows given (any count ``g >= 1``): [B, g] gts -> ``Assignment``."""
     sg = jax.lax.stop_gradient
     b, a, num_classes = cls_logits.shape
@@ -324,4 +334,5 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     quality = jnp.where(fg, align_m * take(pos_iou) / (take(pos_align) + jnp.float32(eps)), 0.0)
 
     candidate = jnp.any(in_gt, axis=1)
-    return finish(fg, matched, iou, classes, gt_mask, candidate, quality, matched_iou=iou_m)
+    return finish(fg, matched, iou, classes, gt_mask, candidate, quality, matched_iou=iou_m,
+                  with_max_iou=with_max_iou)

@@ -13,7 +13,8 @@ and masked::
 It returns an ``Assignment`` with a leading batch axis: ``fg_mask``, ``matched_gt``,
 ``matched_iou``, ``num_fg`` and ``matched_class`` always; ``quality`` (the soft class target) and
 ``weight`` (per-anchor loss weight) when the method has them; ``max_iou`` where the loss's
-``obj_target`` needs it. It must be a pure function of arrays, jit-able with static shapes, and
+``obj_target`` needs it (an assigner with a ``with_max_iou`` keyword gets ``with_max_iou=False``
+from the loss under the default binary target, and may then leave ``max_iou`` None). It must be a pure function of arrays, jit-able with static shapes, and
 keep memory O(G x A) (never a [G, A, C] array). The loss calls it under ``stop_gradient`` unless
 the assigner is differentiable (``is_differentiable``: registered so, or a ``module:function``
 whose function has ``differentiable = True``).
@@ -21,6 +22,7 @@ whose function has ``differentiable = True``).
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable
 
 from yolox_jax.errors import UserError
@@ -64,6 +66,17 @@ def is_differentiable(name: str) -> bool:
     if name in _REGISTERED or name in _BUILTIN or ":" not in name:
         return False
     return bool(getattr(get_assigner(name), "differentiable", False))
+
+
+def takes_keyword(fn: Callable, keyword: str) -> bool:
+    """Whether ``fn`` (a function or ``functools.partial``) names ``keyword`` among its
+    parameters (a bare ``**kwargs`` does not count)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get(keyword)
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
 def _load(path: str, name: str) -> Callable:

@@ -24,6 +24,8 @@ subprocess with ``--torch-python`` (default: this interpreter if it has torch, e
 jitted, eager, and against the per-image PyTorch reference of each (SimOTA: ``TORCH_LOOP``; OTA,
 TAL, ATSS, DSL: ``yolox_jax/bench/assign_torch.py``, the official OTA and MMYOLO's assigners in
 PyTorch, one image at a time), with the agreement of their foreground masks and matched gts.
+Each assigner is called as the default loss calls it (``as_the_loss_calls``: no all-anchor
+``max_iou``, which the references do not compute either).
 """
 from __future__ import annotations
 
@@ -384,6 +386,15 @@ def torch_reference(python, name, inputs, repeat, threads=0) -> dict:
     return tr
 
 
+def as_the_loss_calls(fn):
+    """``fn`` as the default loss calls it: with ``with_max_iou=False`` where the assigner takes
+    it. ``max_iou`` (every anchor's largest IoU over all gts) is used only by the
+    ``obj_target="max_iou"/"iou"`` losses, and the per-image references do not compute it."""
+    from yolox_jax.assign.registry import takes_keyword
+
+    return partial(fn, with_max_iou=False) if takes_keyword(fn, "with_max_iou") else fn
+
+
 def time_assigners(args, hw, keys, compile_and_time, torch_python=None) -> int:
     """One row per (assigner, batch): jitted (compile, run, XLA temporaries), eager
     (``jax.disable_jit``, batches up to ``--eager-max-batch``) and, where this assigner has one
@@ -403,7 +414,8 @@ def time_assigners(args, hw, keys, compile_and_time, torch_python=None) -> int:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     torch_note = None
     for label, name, options, ref in reference_rows(args.assigners.split(",")):
-        fn = partial(get_assigner(name), **options) if options else get_assigner(name)
+        fn = as_the_loss_calls(partial(get_assigner(name), **options) if options
+                               else get_assigner(name))
         for b in args.batches:
             inputs = make_inputs(b, hw, args.classes, args.gts, args.pad)
             out, run_s, compile_s, temp_mb = compile_and_time(fn, inputs)
@@ -449,7 +461,9 @@ def time_assigners(args, hw, keys, compile_and_time, torch_python=None) -> int:
               "yolox_jax/bench/assign.py; OTA, TAL, ATSS, DSL: yolox_jax/bench/assign_torch.py, "
               "the official OTA and MMYOLO's assigners). OTA's reference is the official OTA, "
               "compared in the `ota cost=ota` row. \"same fg\": equal foreground masks (and "
-              "matched gts) on the same inputs."]
+              "matched gts) on the same inputs. jit: the assigner as the default loss calls it "
+              "(`with_max_iou=False` where it takes that option: no all-anchor max IoU, which "
+              "the references do not compute)."]
     text = "\n".join(lines)
     print(text)
     if args.markdown:
@@ -479,7 +493,7 @@ def workload(s) -> dict:
     xs = [jax.device_put(inputs[k]) for k in KEYS if k not in ("grid_xy", "strides")]
     out = {}
     for name in s.assigners or assigner_names():
-        fn = get_assigner(name)
+        fn = as_the_loss_calls(get_assigner(name))
 
         def call(p, c, o, gb, gc, gm, fn=fn):
             return fn(p, c, o, grid_xy, strides, gb, gc, gm)
@@ -520,7 +534,7 @@ def _torch_reference(s, name, inputs, res, call) -> dict:
         from yolox_jax.assign.registry import get_assigner
 
         xs = [jax.device_put(inputs[k]) for k in KEYS if k not in ("grid_xy", "strides")]
-        fn = partial(get_assigner(name), **options)
+        fn = as_the_loss_calls(partial(get_assigner(name), **options))
         jit, res = measure_jit(partial(call, fn=fn), xs, batch=s.batch, warmup=s.warmup,
                                repeats=s.repeats)
         extra = {"jax": f"{name}({', '.join(f'{k}={v!r}' for k, v in options.items())})",
