@@ -27,6 +27,15 @@ def simota_ref():
     return dict(np.load(DATA / "simota_cases.npz"))
 
 
+LOOP_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _jaxlib_minor():
+    from jaxlib import version
+
+    return tuple(int(p) for p in version.__version__.split(".")[:2])
+
+
 def pytest_configure(config):
     # One persistent XLA cache for the session: tests that build the same program (the same small
     # model's train step, say) compile it once, also across the subprocesses they start.
@@ -44,7 +53,13 @@ def pytest_configure(config):
     # one long training run, tests/train/test_train_synthetic.py, runs at the default level.
     flags = os.environ.get("XLA_FLAGS", "")
     if "--xla_backend_optimization_level=" not in flags:
-        os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()
+        flags = (flags + " --xla_backend_optimization_level=0").strip()
+    # And with XLA:CPU's loop emitters instead of its newer fusion emitters: a small YOLOX's
+    # train step compiles in about 40 % less time (3.6 s against 5.8 s) and runs as fast. Only
+    # with jaxlib 0.10, where the flag is known (an unknown flag aborts XLA).
+    if _jaxlib_minor() == (0, 10) and "--xla_cpu_use_fusion_emitters=" not in flags:
+        flags += " " + LOOP_EMITTERS
+    os.environ["XLA_FLAGS"] = flags
     # Test workers share the machine (pytest-xdist): on a GPU or TPU none may reserve most of
     # the device's memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -32,15 +32,15 @@ def tiny_problem():
 
 def worker_env(**extra):
     """Environment for a worker subprocess: CPU only, this folder importable, and of the
-    suite's ``XLA_FLAGS`` only its compiler optimisation level (a worker sets its own device
+    suite's ``XLA_FLAGS`` only its compiler settings (a worker sets its own device
     count)."""
     import os
 
     env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
-    level = [f for f in env.get("XLA_FLAGS", "").split()
-             if f.startswith("--xla_backend_optimization_level=")]
-    if level:
-        env["XLA_FLAGS"] = level[-1]
+    kept = [f for f in env.get("XLA_FLAGS", "").split()
+            if f.startswith(("--xla_backend_optimization_level=", "--xla_cpu_use_fusion_emitters="))]
+    if kept:
+        env["XLA_FLAGS"] = " ".join(kept)
     else:
         env.pop("XLA_FLAGS", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)),
