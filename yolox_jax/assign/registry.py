@@ -14,8 +14,9 @@ It returns an ``Assignment`` with a leading batch axis: ``fg_mask``, ``matched_g
 ``matched_iou``, ``num_fg`` and ``matched_class`` always; ``quality`` (the soft class target) and
 ``weight`` (per-anchor loss weight) when the method has them; ``max_iou`` where the loss's
 ``obj_target`` needs it (an assigner with a ``with_max_iou`` keyword gets ``with_max_iou=False``
-from the loss under the default binary target, and may then leave ``max_iou`` None). It must be a pure function of arrays, jit-able with static shapes, and
-keep memory O(G x A) (never a [G, A, C] array). The loss calls it under ``stop_gradient`` unless
+from the loss under the default binary target, and may then leave ``max_iou`` None). It must be
+a pure function of arrays, jit-able with static shapes, and keep memory O(G x A) (never a
+[G, A, C] array). The loss calls it under ``stop_gradient`` unless
 the assigner is differentiable (``is_differentiable``: registered so, or a ``module:function``
 whose function has ``differentiable = True``).
 """

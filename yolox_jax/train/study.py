@@ -75,8 +75,8 @@ def assignment_share(cfg, state, repeats: int = 5) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from yolox_jax.assign._simota import sanitize_gts, simota_batch
-    from yolox_jax.assign.registry import get_assigner, is_differentiable
+    from yolox_jax.assign._simota import sanitize_gts
+    from yolox_jax.assign.registry import get_assigner, is_differentiable, takes_keyword
     from yolox_jax.losses import yolox_loss
     from yolox_jax.ops.anchors import anchor_grid, decode_boxes
     from yolox_jax.train import inputs
@@ -106,7 +106,7 @@ def assignment_share(cfg, state, repeats: int = 5) -> dict:
                                            mutable=["batch_stats"])[0])(params, images)
     fn = get_assigner(options["assigner"])
     kwargs = dict(options["assign_kwargs"])
-    if fn is simota_batch:  # as the loss passes it
+    if takes_keyword(fn, "with_max_iou"):  # as the loss passes it
         kwargs.setdefault("with_max_iou", options["obj_target"] != "binary")
     num_classes = raw.shape[-1] - 5
 
