@@ -30,12 +30,6 @@ def simota_ref():
 LOOP_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 
 
-def _jaxlib_minor():
-    from jaxlib import version
-
-    return tuple(int(p) for p in version.__version__.split(".")[:2])
-
-
 def pytest_configure(config):
     # One persistent XLA cache for the session: tests that build the same program (the same small
     # model's train step, say) compile it once, also across the subprocesses they start.
@@ -59,6 +53,8 @@ def pytest_configure(config):
     # from a cold cache: 224 s -> 134 s). Larger steps run slower with them (about 15 % at
     # 128 px), so the long training run keeps the default. Only with jaxlib 0.10, where the
     # flag is known (an unknown flag aborts XLA).
+    from yolox_jax.cpu.process import _jaxlib_minor
+
     if _jaxlib_minor() == (0, 10) and "--xla_cpu_use_fusion_emitters=" not in flags:
         flags += " " + LOOP_EMITTERS
     os.environ["XLA_FLAGS"] = flags

@@ -115,9 +115,7 @@ def yolox_loss(raw, labels, label_mask, image_hw, *, use_l1: bool = False,
         fn = registry.get_assigner(name) if isinstance(name, str) else name
         differentiable = (registry.is_differentiable(name) if isinstance(name, str)
                           else bool(getattr(fn, "differentiable", False)))
-        # The all-anchor max IoU only where the objectness target uses it.
-        if registry.takes_keyword(fn, "with_max_iou"):
-            assign_kwargs.setdefault("with_max_iou", obj_target != "binary")
+        assign_kwargs = registry.loss_assign_kwargs(fn, assign_kwargs, obj_target)
         inputs = (pred_boxes, cls_logits, obj_logits) if differentiable else \
             (sg(pred_boxes), sg(cls_logits), sg(obj_logits))
         asg = fn(*inputs, grid_xy, stride_arr, gt_boxes, gt_classes, label_mask, **assign_kwargs)

@@ -44,9 +44,9 @@ import numpy as np
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
 from yolox_jax.assign._simota import Assignment, top_k_last
-from yolox_jax.assign._tal import (IN_GT_EPS, anchor_points, empty_assignment, finish, gather_rows,
-                                   iou_yolov6, pair_iou, points_in_gts, prepare_gts, resolve_picks,
-                                   select_highest_overlaps)
+from yolox_jax.assign._tal import (IN_GT_EPS, anchor_points, empty_assignment, finish,
+                                   iou_yolov6, matched_pair_iou, points_in_gts, prepare_gts,
+                                   resolve_picks, select_highest_overlaps)
 from yolox_jax.ops.anchors import DEFAULT_STRIDES
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
@@ -172,8 +172,8 @@ def atss(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_clas
       prior_size: side of the prior box around each anchor point, in strides (MMYOLO: 5).
       gt_buckets: gt row counts to specialise for (``yolox_jax.assign._buckets``; exact).
       with_max_iou: compute ``Assignment.max_iou`` (only the ``obj_target="max_iou"/"iou"``
-        losses use it; MMYOLO's assigner does not compute it): False leaves it None and
-        computes the IoU of the matched pairs only, never the [B, G, A] one.
+        losses use it; MMYOLO's assigner does not compute it): False leaves it None, and no
+        [B, G, A] IoU is formed (the targets use the matched pairs' IoU only).
 
     Returns:
       ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
@@ -230,12 +230,7 @@ def _atss_rows(pred_boxes, num_classes, grid_xy, strides, gt_boxes, gt_classes, 
             partial(static, bounds=bounds), dense, dist)
 
     preds = cxcywh_to_xyxy(sg(pred_boxes).astype(jnp.float32))              # [B, A, 4]
-    if with_max_iou:
-        pred_iou = iou_yolov6(gts, preds)                                   # [B, G, A]
-        quality = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
-    else:   # the matched pairs only: the same formula, element for element
-        pred_iou = None
-        quality = jnp.where(fg, pair_iou(jnp.take_along_axis(gts, matched[..., None], axis=1),
-                                         preds), 0.0)
+    quality = jnp.where(fg, matched_pair_iou(gts, matched, preds), 0.0)
+    pred_iou = iou_yolov6(gts, preds) if with_max_iou else None           # [B, G, A]
     return finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality,
                   matched_iou=quality, with_max_iou=with_max_iou)

@@ -163,6 +163,13 @@ def resolve_picks(picks, keep, overlaps, gt_mask, num_anchors: int):
     return fg, jnp.where(fg, jnp.where(last > first, best, first), 0).astype(jnp.int32)
 
 
+def matched_pair_iou(gts, matched, preds):
+    """IoU of every prediction with its matched gt: gts [B, G, 4] xyxy, matched [B, A] int,
+    preds [B, A, 4] xyxy -> [B, A] (``pair_iou``, element for element what ``iou_yolov6`` gives
+    for those pairs)."""
+    return pair_iou(jnp.take_along_axis(gts, matched[..., None], axis=1), preds)
+
+
 def prepare_gts(gt_boxes, gt_classes, gt_mask, num_classes: int):
     """Sanitised gts: ``(xyxy [B, G, 4] f32, classes [B, G] int32, mask [B, G] bool)``."""
     gt_mask = jnp.asarray(gt_mask).astype(bool)
@@ -321,8 +328,7 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
 
     # Normalised metric: per gt, the max metric and max IoU over its final positives.
     matched_class = jnp.take_along_axis(classes, matched, axis=1)          # [B, A]
-    iou_m = jnp.where(fg, pair_iou(jnp.take_along_axis(gts, matched[..., None], axis=1), preds),
-                      0.0)
+    iou_m = jnp.where(fg, matched_pair_iou(gts, matched, preds), 0.0)
     s_m = jax.nn.sigmoid(jnp.take_along_axis(logits, matched_class[..., None], axis=2)[..., 0])
     if score == "joint":
         s_m = jnp.sqrt(s_m * jax.nn.sigmoid(obj))

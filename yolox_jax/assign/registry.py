@@ -80,6 +80,16 @@ def takes_keyword(fn: Callable, keyword: str) -> bool:
     return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
+def loss_assign_kwargs(fn: Callable, options: dict, obj_target: str = "binary") -> dict:
+    """``options`` as the loss passes them to ``fn``: with ``with_max_iou`` set (unless given)
+    where ``fn`` takes that keyword, True only for the objectness targets that read
+    ``Assignment.max_iou``."""
+    options = dict(options)
+    if takes_keyword(fn, "with_max_iou"):
+        options.setdefault("with_max_iou", obj_target != "binary")
+    return options
+
+
 def _load(path: str, name: str) -> Callable:
     module, _, attr = path.partition(":")
     try:

@@ -390,9 +390,10 @@ def as_the_loss_calls(fn):
     """``fn`` as the default loss calls it: with ``with_max_iou=False`` where the assigner takes
     it. ``max_iou`` (every anchor's largest IoU over all gts) is used only by the
     ``obj_target="max_iou"/"iou"`` losses, and the per-image references do not compute it."""
-    from yolox_jax.assign.registry import takes_keyword
+    from yolox_jax.assign.registry import loss_assign_kwargs
 
-    return partial(fn, with_max_iou=False) if takes_keyword(fn, "with_max_iou") else fn
+    extra = loss_assign_kwargs(fn, {})
+    return partial(fn, **extra) if extra else fn
 
 
 def time_assigners(args, hw, keys, compile_and_time, torch_python=None) -> int:

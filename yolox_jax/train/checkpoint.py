@@ -17,8 +17,8 @@ Steps written one array per leaf still restore.
 Verified: every step also holds ``checksums`` (CRC32 of every state array, of the layout, of the
 config and of the meta record, computed from the values being saved). Restoring checks them; a
 step that fails (a flipped bit, a truncated or unreadable file) is named in a warning and the next
-older step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports every
-step.
+older step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports
+every step.
 
 Disk problems stop the run at the save they hit, with one message naming the last complete
 checkpoint: :meth:`Checkpointer.check_space` (free space against the size of a checkpoint, at start

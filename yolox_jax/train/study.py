@@ -76,7 +76,7 @@ def assignment_share(cfg, state, repeats: int = 5) -> dict:
     import jax.numpy as jnp
 
     from yolox_jax.assign._simota import sanitize_gts
-    from yolox_jax.assign.registry import get_assigner, is_differentiable, takes_keyword
+    from yolox_jax.assign.registry import get_assigner, is_differentiable, loss_assign_kwargs
     from yolox_jax.losses import yolox_loss
     from yolox_jax.ops.anchors import anchor_grid, decode_boxes
     from yolox_jax.train import inputs
@@ -105,9 +105,7 @@ def assignment_share(cfg, state, repeats: int = 5) -> dict:
     raw = jax.jit(lambda p, x: model.apply({"params": p, "batch_stats": stats}, x, train=True,
                                            mutable=["batch_stats"])[0])(params, images)
     fn = get_assigner(options["assigner"])
-    kwargs = dict(options["assign_kwargs"])
-    if takes_keyword(fn, "with_max_iou"):  # as the loss passes it
-        kwargs.setdefault("with_max_iou", options["obj_target"] != "binary")
+    kwargs = loss_assign_kwargs(fn, options["assign_kwargs"], options["obj_target"])  # as the loss
     num_classes = raw.shape[-1] - 5
 
     def assign(raw, labels, mask):
