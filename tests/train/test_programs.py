@@ -114,7 +114,8 @@ SMALL = ["model.name=yolox-tiny", "model.width=0.125", "data.synthetic_train_ima
 def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_path,
                                                                              monkeypatch):
     """A 12-step multiscale run: every train-step and evaluation program is compiled by the
-    background thread (the loop compiles none itself), in the order the run needs them; with
+    background thread (the loop compiles none itself), in the order the run needs them, and
+    the state is initialised in a thread of its own while the first program compiles; with
     every background compile slowed down, the sizes of every step are the same (the loop
     waits, and reports the wait as a stall); a run resumed half-way sees the same sizes."""
     from yolox_jax.train.loop import train
@@ -139,6 +140,21 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     release = loop.release_between_programs
     monkeypatch.setattr(loop, "release_between_programs",
                         lambda outputs: (released.append(1), release(outputs)))
+    # The initialiser waits until the first program has started compiling: a loop that
+    # initialised before submitting it would wait here in vain.
+    compiling = threading.Event()
+    submit0, initial_state = BackgroundCompiler.submit, loop.initial_state
+    monkeypatch.setattr(BackgroundCompiler, "submit", lambda self, key, fn: submit0(
+        self, key, lambda: (compiling.set(), fn())))
+    init_seen = {}
+
+    def initial_state_once_compiling(*args, **kwargs):
+        if not init_seen:
+            init_seen.update(overlap=compiling.wait(120),
+                             thread=threading.current_thread().name)
+        return initial_state(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "initial_state", initial_state_once_compiling)
     try:
         fast = run("fast")
     finally:
@@ -156,6 +172,7 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     switches = sum(sizes[s] != sizes[s - 1] for s in range(2, 13))
     assert len(released) >= switches + 2, (released, sizes)
     assert fast["time_to_first_step_s"] > 0
+    assert init_seen == {"overlap": True, "thread": "yolox_jax-init"}, init_seen
 
     # Make every background compile as late as it can be: it starts only once the loop waits
     # for it (however fast this machine), then takes 2 s more. The loop stalls; the schedule

@@ -178,18 +178,43 @@ def check_no_earlier_run(run_dir: Path, resume: bool) -> None:
 INIT_PROBE_HW = (64, 64)
 
 
-def initial_variables(cfg, model, mesh):
+def _init_fn(model, mesh):
+    """The jitted initialiser: an rbg key -> the model's variables, replicated over ``mesh``."""
     h, w = INIT_PROBE_HW
-    # rbg keys: XLA:CPU compiles the init of ~300 parameters 2x faster than with threefry.
-    rng = jax.random.key(cfg.train.seed, impl="rbg")
-    init = jax.jit(lambda r: model.init(r, jnp.zeros((1, h, w, 3), jnp.float32), train=False),
+    return jax.jit(lambda r: model.init(r, jnp.zeros((1, h, w, 3), jnp.float32), train=False),
                    out_shardings=replicated(mesh))
-    variables = init(rng)
+
+
+def _init_key(cfg):
+    # rbg keys: XLA:CPU compiles the init of ~300 parameters 2x faster than with threefry.
+    return jax.random.key(cfg.train.seed, impl="rbg")
+
+
+def initial_variables(cfg, model, mesh, init_fn=None):
+    """The variables a new run starts from: ``init_fn`` (default ``_init_fn(model, mesh)``) of
+    the run's seed, then the weights of ``run.init_from`` where it names some."""
+    variables = (init_fn or _init_fn(model, mesh))(_init_key(cfg))
     if cfg.run.init_from:
         variables, skipped = load_pretrained(cfg, variables)
         for line in skipped:
             log.warning("fine-tune: skipped %s", line)
     return variables
+
+
+def initial_state(cfg, model, tx, mesh, init_fn=None):
+    """The train state a new run starts from: ``initial_variables`` and a fresh optimiser
+    state, replicated over ``mesh``."""
+    return jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(
+        initial_variables(cfg, model, mesh, init_fn))
+
+
+def abstract_state(cfg, model, tx, mesh, init_fn=None):
+    """Shapes, dtypes and shardings of ``initial_state`` (and of any checkpoint of the run),
+    from a trace only: nothing is compiled or run. Give the ``init_fn`` that ``initial_state``
+    will use, and it traces the model once for both."""
+    variables = jax.eval_shape(init_fn or _init_fn(model, mesh), _init_key(cfg))
+    return abstract_like(jax.eval_shape(lambda v: create_train_state(v, tx), variables),
+                         replicated(mesh))
 
 
 def load_pretrained(cfg, variables):
@@ -321,21 +346,36 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     # The learning rate is a run-time input of the step (computed here on the host), so the
     # compiled program does not depend on the schedule.
     tx = make_optimizer(momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
-    if compiler is not None:
-        compiler.wait("init", count=False)  # the compile child has the initialiser cached
-    state = jax.jit(lambda v: create_train_state(v, tx), out_shardings=replicated(mesh))(
-        initial_variables(cfg, model, mesh))
+    init_fn = _init_fn(model, mesh)
+    shapes = abstract_state(cfg, model, tx, mesh, init_fn)
 
     from yolox_jax.data import PipelineStats
 
     data_stats = PipelineStats("train data", train_source, cfg.data.max_labels)
     checkpointer = Checkpointer(run_dir / "checkpoints", keep=r.keep_checkpoints)
-    checkpointer.check_space(state)  # room for one checkpoint, before anything compiles
+    checkpointer.check_space(shapes)  # room for one checkpoint, before anything compiles
     start_step, best_ap, meta = 0, float("-inf"), {}
     phase_of = lambda epoch: "no_aug" if epoch >= plan.no_aug_start_epoch else "aug"  # noqa: E731
-    if r.resume and checkpointer.latest_step() is not None:
+    resuming = bool(r.resume) and checkpointer.latest_step() is not None
+    # A new run's state is initialised in a thread, so that the initialiser compiles while the
+    # first step's program does (and while the data pipeline starts): the first step waits for
+    # the longer of the two compiles, not for their sum. A resumed run needs no initialiser.
+    new_state = None
+    if compile_only and on_ready is not None:
+        on_ready = _serialised(on_ready)  # called from the initialiser's thread too
+    if not resuming:
+        def make_state():
+            if compiler is not None:
+                compiler.wait("init", count=False)  # the compile child has it cached
+            out = initial_state(cfg, model, tx, mesh, init_fn)
+            if compile_only and on_ready is not None:
+                on_ready("init")
+            return out
+
+        new_state = _in_thread(make_state, "yolox_jax-init")
+    if resuming:
         # The newest step that reads and matches its checksums (damaged ones are skipped).
-        restored = checkpointer.restore(abstract_like(state, replicated(mesh)))
+        restored = checkpointer.restore(shapes)
         meta = restored["meta"]
         phase = meta["phase"]
         state, start_step = restored["state"], int(meta["step"])
@@ -361,16 +401,18 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     host_batch = next(iterator)  # its shapes are those of every batch of the run
     abstract_batch = _abstract(prepare(host_batch))
     if compile_only:
-        if on_ready is not None:
-            on_ready("init")
         end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
         close_iterator(iterator)
-        return compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_source,
-                                range(start_step, end_step), on_ready)
+        compiled = compile_programs(cfg, plan, model, shapes, step_fn, abstract_batch, val_source,
+                                    range(start_step, end_step), on_ready,
+                                    init=new_state)
+        return compiled
     compiler = compiler if compiler is not None else BackgroundCompiler()
-    jobs = _program_jobs(cfg, model, state, step_fn, abstract_batch, val_source)
+    jobs = _program_jobs(cfg, model, shapes, step_fn, abstract_batch, val_source)
     first = train_key(multiscale_size(cfg, start_step))
     compiler.submit(first, jobs(first))
+    if new_state is not None:
+        state = new_state()
     if cfg.train.max_minutes > 0:
         if start_step:
             recorded = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()))
@@ -575,17 +617,61 @@ def evaluates_after(cfg, plan: Plan, step: int, end_step: int) -> bool:
 
 
 def compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_source, steps,
-                     on_ready=None) -> dict:
+                     on_ready=None, init=None) -> dict:
     """Compile (not run) the programs of ``steps`` in the order they are first needed, calling
-    ``on_ready(name)`` after each; they land in the persistent compilation cache."""
+    ``on_ready(name)`` after each; they land in the persistent compilation cache.
+
+    ``init``: the result of ``_in_thread`` initialising the state (and calling
+    ``on_ready("init")``) while these compile; None: ``on_ready("init")`` at once."""
     jobs = _program_jobs(cfg, model, state, step_fn, abstract_batch, val_source)
     names = [key for _, key in first_uses(
         cfg, steps, eval_steps(cfg, plan, steps.start, steps.stop, val_source))]
+    ready = on_ready or (lambda name: None)
+    if init is None:
+        ready("init")  # nothing to initialise (a resumed run)
     for name in names:
         jobs(name)()
-        if on_ready is not None:
-            on_ready(name)
+        ready(name)
+    if init is not None:
+        init()  # raises what the initialiser raised
     return {"compiled": names}
+
+
+def _serialised(fn):
+    """``fn`` behind a lock (for a callback that two threads call)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def call(*args, **kwargs):
+        with lock:
+            return fn(*args, **kwargs)
+    return call
+
+
+def _in_thread(fn, name: str):
+    """Start ``fn()`` in a daemon thread; returns ``result``: ``result()`` waits for it and
+    returns its value or raises its exception."""
+    import threading
+
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
+            out["error"] = err
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    return result
 
 
 # What ``train.max_minutes`` decides (and a resumed run reads back from its config.json).
