@@ -1,7 +1,6 @@
 """Training starts after one compile: the input-size schedule (sizes join the draw one at a
 time, never depending on compile timing), and the programs compiled ahead in the background."""
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
