@@ -171,7 +171,7 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     switches = sum(sizes[s] != sizes[s - 1] for s in range(2, 13))
     assert len(released) >= switches + 2, (released, sizes)
     assert fast["time_to_first_step_s"] > 0
-    assert init_seen == {"overlap": True, "thread": "yolox_jax-init"}, init_seen
+    assert init_seen["overlap"] and init_seen["thread"].startswith("yolox_jax-init"), init_seen
 
     # Make every background compile as late as it can be: it starts only once the loop waits
     # for it (however fast this machine), then takes 2 s more. The loop stalls; the schedule

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -372,7 +373,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
                 on_ready("init")
             return out
 
-        new_state = _in_thread(make_state, "yolox_jax-init")
+        pool = ThreadPoolExecutor(1, thread_name_prefix="yolox_jax-init")
+        new_state = pool.submit(make_state)
+        pool.shutdown(wait=False)  # the thread ends with its one job
     if resuming:
         # The newest step that reads and matches its checksums (damaged ones are skipped).
         restored = checkpointer.restore(shapes)
@@ -403,16 +406,14 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     if compile_only:
         end_step = plan.total_steps if not r.max_steps else min(plan.total_steps, r.max_steps)
         close_iterator(iterator)
-        compiled = compile_programs(cfg, plan, model, shapes, step_fn, abstract_batch, val_source,
-                                    range(start_step, end_step), on_ready,
-                                    init=new_state)
-        return compiled
+        return compile_programs(cfg, plan, model, shapes, step_fn, abstract_batch, val_source,
+                                range(start_step, end_step), on_ready, init=new_state)
     compiler = compiler if compiler is not None else BackgroundCompiler()
     jobs = _program_jobs(cfg, model, shapes, step_fn, abstract_batch, val_source)
     first = train_key(multiscale_size(cfg, start_step))
     compiler.submit(first, jobs(first))
     if new_state is not None:
-        state = new_state()
+        state = new_state.result()
     if cfg.train.max_minutes > 0:
         if start_step:
             recorded = config_lib.from_dict(json.loads((run_dir / "config.json").read_text()))
@@ -621,8 +622,8 @@ def compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_sourc
     """Compile (not run) the programs of ``steps`` in the order they are first needed, calling
     ``on_ready(name)`` after each; they land in the persistent compilation cache.
 
-    ``init``: the result of ``_in_thread`` initialising the state (and calling
-    ``on_ready("init")``) while these compile; None: ``on_ready("init")`` at once."""
+    ``init``: the future of the state being initialised (and ``on_ready("init")`` called) in
+    another thread while these compile; None: ``on_ready("init")`` at once."""
     jobs = _program_jobs(cfg, model, state, step_fn, abstract_batch, val_source)
     names = [key for _, key in first_uses(
         cfg, steps, eval_steps(cfg, plan, steps.start, steps.stop, val_source))]
@@ -633,7 +634,7 @@ def compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_sourc
         jobs(name)()
         ready(name)
     if init is not None:
-        init()  # raises what the initialiser raised
+        init.result()  # raises what the initialiser raised
     return {"compiled": names}
 
 
@@ -647,31 +648,6 @@ def _serialised(fn):
         with lock:
             return fn(*args, **kwargs)
     return call
-
-
-def _in_thread(fn, name: str):
-    """Start ``fn()`` in a daemon thread; returns ``result``: ``result()`` waits for it and
-    returns its value or raises its exception."""
-    import threading
-
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as err:  # noqa: BLE001 - re-raised by result()
-            out["error"] = err
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-
-    def result():
-        thread.join()
-        if "error" in out:
-            raise out["error"]
-        return out["value"]
-
-    return result
 
 
 # What ``train.max_minutes`` decides (and a resumed run reads back from its config.json).
