@@ -357,27 +357,10 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     checkpointer.check_space(shapes)  # room for one checkpoint, before anything compiles
     start_step, best_ap, meta = 0, float("-inf"), {}
     phase_of = lambda epoch: "no_aug" if epoch >= plan.no_aug_start_epoch else "aug"  # noqa: E731
-    resuming = bool(r.resume) and checkpointer.latest_step() is not None
-    # A new run's state is initialised in a thread, so that the initialiser compiles while the
-    # first step's program does (and while the data pipeline starts): the first step waits for
-    # the longer of the two compiles, not for their sum. A resumed run needs no initialiser.
-    new_state = None
-    if compile_only and on_ready is not None:
-        on_ready = _serialised(on_ready)  # called from the initialiser's thread too
-    if not resuming:
-        def make_state():
-            if compiler is not None:
-                compiler.wait("init", count=False)  # the compile child has it cached
-            out = initial_state(cfg, model, tx, mesh, init_fn)
-            if compile_only and on_ready is not None:
-                on_ready("init")
-            return out
-
-        pool = ThreadPoolExecutor(1, thread_name_prefix="yolox_jax-init")
-        new_state = pool.submit(make_state)
-        pool.shutdown(wait=False)  # the thread ends with its one job
-    if resuming:
-        # The newest step that reads and matches its checksums (damaged ones are skipped).
+    new_state = None  # the future of a new run's state
+    if r.resume and checkpointer.latest_step() is not None:
+        # The newest step that reads and matches its checksums (damaged ones are skipped). A
+        # resumed run compiles no initialiser.
         restored = checkpointer.restore(shapes)
         meta = restored["meta"]
         phase = meta["phase"]
@@ -391,9 +374,26 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
         log.info("resumed from step %d (epoch %d, phase %s)", start_step,
                  start_step // plan.steps_per_epoch, phase)
     else:
+        # A new run's state is made in a thread, so that the initialiser compiles while the
+        # data pipeline starts and the first step's program compiles: the first step waits for
+        # the longer of the two compiles, not for their sum.
+        if compile_only and on_ready is not None:
+            on_ready = _serialised(on_ready)  # the initialiser's thread reports "init"
+
+        def make_state():
+            if compiler is not None:
+                compiler.wait("init", count=False)  # the compile child has it cached
+            out = initial_state(cfg, model, tx, mesh, init_fn)
+            if compile_only and on_ready is not None:
+                on_ready("init")
+            return out
+
+        pool = ThreadPoolExecutor(1, thread_name_prefix="yolox_jax-init")
+        new_state = pool.submit(make_state)
+        pool.shutdown(wait=False)  # the thread ends with its one job
         phase = phase_of(0)
         iterator = inputs.train_iterator(cfg, train_source, phase, local_batch,
-                                            stats=data_stats)
+                                         stats=data_stats)
 
     step_fn = jit_train_step(
         bind_train_step(model=model, tx=tx, ema=cfg.train.ema,
