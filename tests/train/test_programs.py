@@ -116,7 +116,8 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     background thread (the loop compiles none itself), in the order the run needs them, and
     the state is initialised in a thread of its own while the first program compiles; with
     every background compile slowed down, the sizes of every step are the same (the loop
-    waits, and reports the wait as a stall); a run resumed half-way sees the same sizes."""
+    waits, and reports the wait as a stall); a run resumed half-way sees the same sizes (and
+    makes no initial state)."""
     from yolox_jax.train.loop import train
 
     compiles = []
@@ -145,9 +146,10 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     submit0, initial_state = BackgroundCompiler.submit, loop.initial_state
     monkeypatch.setattr(BackgroundCompiler, "submit", lambda self, key, fn: submit0(
         self, key, lambda: (compiling.set(), fn())))
-    init_seen = {}
+    init_seen, init_calls = {}, []
 
     def initial_state_once_compiling(*args, **kwargs):
+        init_calls.append(1)
         if not init_seen:
             init_seen.update(overlap=compiling.wait(120),
                              thread=threading.current_thread().name)
@@ -192,6 +194,9 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     slow = run("slow", "run.max_steps=6")
     assert slow["stall_s"] > 0
     # Resume it to the end (from the checkpoint at step 6) with compiles still slow.
+    assert len(init_calls) == 2  # the two new runs
+    init_calls.clear()
     resumed = run("slow", "run.resume=true")
+    assert not init_calls  # a resumed run restores its state and initialises nothing
     assert resumed["step"] == 12
     assert _rows(slow["run_dir"]) == sizes
