@@ -9,9 +9,10 @@ step compiled in the training process ran at 2010-2092 ms, the same executable l
 cache by a fresh process at 1311-1361 ms (2-core CPU, docs/perf-notes.md).
 
 The child runs :func:`yolox_jax.train.loop.train` with ``compile_only=True`` on the same config,
-so it traces exactly the functions the loop will call: the initialiser and train state, then
-the train step at every input size and the evaluation program, in the order the run first
-needs them (:mod:`yolox_jax.train.programs`), writing ``READY <program>`` after each. The
+so it traces exactly the functions the loop will call: the train step at every input size and
+the evaluation program, in the order the run first needs them
+(:mod:`yolox_jax.train.programs`), while the initialiser and train state compile in a thread
+beside them, writing ``READY <program>`` (``READY init`` for the initialiser) after each. The
 training process starts as soon as the first step's program is ready and waits for a later
 one only if it needs it first. When the child is done, a marker keyed by the config, the JAX
 version and ``XLA_FLAGS`` is written in the cache directory, and later runs of the same config
