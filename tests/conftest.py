@@ -40,6 +40,12 @@ def pytest_configure(config):
     cache = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                                   os.path.join(tempfile.gettempdir(), "yolox_jax_test_xla_cache"))
     jax.config.update("jax_compilation_cache_dir", cache)
+    # Every program, not only those that took over a second to compile (JAX's default): the
+    # suite's processes (test workers, command lines, multi-process workers) compile many of the
+    # same small programs, and reading one back takes milliseconds.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
     # The suite's XLA programs are compiled at LLVM optimisation level 0 instead of XLA's default
     # 3: compiling (most of what the tests do) takes about a third less CPU, and the small
     # programs the tests run get slower by less than that saves. Results differ from the

@@ -26,9 +26,11 @@ def yolox_s():
 
 
 def _central_difference(f, params, v, eps):
-    """(f(p + eps v) - f(p - eps v)) / (2 eps), one jitted program for both points."""
-    plus_minus = jax.jit(jax.vmap(lambda s: f(jax.tree.map(lambda p, t: p + s * t, params, v))))
-    out = plus_minus(jnp.asarray([eps, -eps], jnp.float32))
+    """(f(p + eps v) - f(p - eps v)) / (2 eps), one jitted program for both points (the
+    parameters and the direction are its arguments, not constants folded into it)."""
+    plus_minus = jax.jit(lambda p, t, s: jax.vmap(
+        lambda si: f(jax.tree.map(lambda a, b: a + si * b, p, t)))(s))
+    out = plus_minus(params, v, jnp.asarray([eps, -eps], jnp.float32))
     return (out[0] - out[1]) / (2 * eps)
 
 

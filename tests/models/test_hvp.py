@@ -20,13 +20,19 @@ def test_hessian_vector_products_are_symmetric():
     labels = jnp.asarray([[[1, 10, 12, 12, 14]], [[3, 16, 18, 20, 16]]], jnp.float32)
     mask = jnp.ones((2, 1), bool)
 
-    def loss(p):
-        raw = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, images)
+    def loss(p, stats, images, labels, mask):
+        raw = model.apply({"params": p, "batch_stats": stats}, images)
         return yolox_loss(raw, labels, mask, hw)["total_loss"]
+
+    # Every array is an argument of the jitted program, none a constant in it: XLA would fold
+    # the whole computation on constants at compile time (slowly) into a 100 MB program.
+    @jax.jit
+    def hvp(p, t, *data):
+        return jax.jvp(lambda q: jax.grad(loss)(q, *data), (p,), (t,))[1]
 
     params = variables["params"]
     u, v = random_like(params, 6), random_like(params, 7)
-    hvp = jax.jit(lambda t: jax.jvp(jax.grad(loss), (params,), (t,))[1])
-    uhv, vhu = vdot(u, hvp(v)), vdot(v, hvp(u))
+    data = (variables["batch_stats"], images, labels, mask)
+    uhv, vhu = vdot(u, hvp(params, v, *data)), vdot(v, hvp(params, u, *data))
     assert np.isfinite(float(uhv)) and float(uhv) != 0
     np.testing.assert_allclose(float(uhv), float(vhu), rtol=2e-3)
