@@ -279,7 +279,12 @@ def test_top_k_last_equals_lax_top_k_with_ties_inf_nan(n, k, block):
     v, i, v_at, i_at = jax.jit(lambda a: (
         *top_k_last(a, k, block),
         *top_k_last(a, k, block, at=lambda idx: jnp.take_along_axis(a, idx, axis=-1))))(x)
-    for got_v, got_i in ((v, i), (v_at, i_at)):
+    # The column form: the same rows stored down the columns of x.T ([n, 6]).
+    c, ci, c_at, ci_at = jax.jit(lambda a: (
+        *top_k_last(a.T, k, block, columns=True),
+        *top_k_last(a.T, k, block, columns=True,
+                    at=lambda idx: jnp.take_along_axis(a, idx, axis=-1))))(x)
+    for got_v, got_i in ((v, i), (v_at, i_at), (c, ci), (c_at, ci_at)):
         np.testing.assert_array_equal(np.asarray(got_i), np.asarray(ref_i))
         np.testing.assert_array_equal(np.asarray(got_v).view(np.int32),
                                       np.asarray(ref_v).view(np.int32))

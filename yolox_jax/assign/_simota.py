@@ -172,7 +172,8 @@ def _block_size(n: int, k: int) -> Optional[int]:
     return ideal
 
 
-def top_k_last(x, k: int, block: Optional[int] = None, at: Optional[Callable] = None):
+def top_k_last(x, k: int, block: Optional[int] = None, at: Optional[Callable] = None, *,
+               columns: bool = False):
     """``lax.top_k(x, k)`` along the last axis, computed in two levels; identical results.
 
     XLA:CPU's top-k costs several ns per element; a reduction about one. With contiguous blocks of
@@ -190,24 +191,37 @@ def top_k_last(x, k: int, block: Optional[int] = None, at: Optional[Callable] = 
     expression (the block maxima fuse with it). It should return ``x``'s values: where XLA
     rounds the same formula differently in the two places (a last-bit difference), only which of
     two elements within a few ulp of each other is picked can change.
-    Returns ``(values [..., k], indices [..., k] int32)``.
+    ``columns``: ``x`` is ``[..., n, m]`` and the top-k runs down each of its ``m`` columns (the
+    result is that of ``lax.top_k(swapaxes(x, -1, -2), k)``; ``at`` gets and returns
+    ``[..., m, k * bs]``). The block maxima are reduced in ``x``'s own layout, so an expression
+    whose natural layout has the ranked axis first (a per-anchor gather of a few values, say) is
+    never transposed.
+    Returns ``(values [..., k], indices [..., k] int32)`` (``[..., m, k]`` with ``columns``).
     """
-    n = x.shape[-1]
+    axis = -2 if columns else -1
+    n = x.shape[axis]
     k = int(k)
     bs = _block_size(n, k) if block is None else int(block)
     if bs is None or bs < 2 or -(-n // bs) < k:
-        return jax.lax.top_k(x, k)
-    lead = x.shape[:-1]
+        return jax.lax.top_k(jnp.swapaxes(x, -1, -2) if columns else x, k)
     nb = -(-n // bs)
     if nb * bs != n:   # padding ranks last (-NaN is the smallest value) and loses every tie
-        x = jnp.concatenate([x, jnp.full(lead + (nb * bs - n,), -jnp.nan, x.dtype)], axis=-1)
-    xb = x.reshape(lead + (nb, bs))
-    block_max = jax.lax.bitcast_convert_type(
-        _total_order_key(jnp.max(_total_order_key(xb), axis=-1)), x.dtype)   # [..., nb]
+        shape = list(x.shape)
+        shape[axis] = nb * bs - n
+        x = jnp.concatenate([x, jnp.full(shape, -jnp.nan, x.dtype)], axis=axis)
+    if columns:
+        xb = x.reshape(x.shape[:-2] + (nb, bs, x.shape[-1]))
+        key = jnp.swapaxes(jnp.max(_total_order_key(xb), axis=-2), -1, -2)   # [..., m, nb]
+    else:
+        xb = x.reshape(x.shape[:-1] + (nb, bs))
+        key = jnp.max(_total_order_key(xb), axis=-1)                       # [..., nb]
+    block_max = jax.lax.bitcast_convert_type(_total_order_key(key), x.dtype)
+    lead = block_max.shape[:-1]
     _, blocks = jax.lax.top_k(block_max, k)
     blocks = jnp.sort(blocks, axis=-1)                                       # [..., k]
     if at is None:
-        cand = jnp.take_along_axis(xb, blocks[..., None], axis=-2, mode="clip")  # [..., k, bs]
+        rows = jnp.moveaxis(xb, -1, -3) if columns else xb                  # [..., nb, bs]
+        cand = jnp.take_along_axis(rows, blocks[..., None], axis=-2, mode="clip")  # [..., k, bs]
     else:
         pos = (blocks[..., None] * bs + jnp.arange(bs, dtype=blocks.dtype)).reshape(lead + (k * bs,))
         cand = jnp.where(pos < n, at(jnp.minimum(pos, n - 1).astype(jnp.int32)),

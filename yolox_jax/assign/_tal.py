@@ -22,7 +22,7 @@ Where it differs from the reference (none of it changes a result of the referenc
 
 * score: ``score="cls"`` is ``sigmoid(cls_logits)``, MMYOLO's ``pred_scores``; ``"joint"`` is
   YOLOX's ``sqrt(sigmoid(cls) * sigmoid(obj))`` (SimOTA's score). Only the score of each gt's
-  class is gathered ([B, G, A]); no [B, G, A, C] array exists.
+  class is gathered ([B, A, G]); no [B, G, A, C] array exists.
 * boxes arrive as cxcywh and are converted to xyxy (``cxcy -/+ wh / 2``).
 * padding: MMYOLO pads with zero boxes at the end; here rows with ``gt_mask`` False may hold
   anything anywhere: they are sanitised (``sanitize_gts``), take no anchor, cannot win a
@@ -184,20 +184,22 @@ def gather_rows(x, matched):
 
 
 def finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, matched_iou=None,
-           with_max_iou: bool = True):
+           with_max_iou: bool = True, dynamic_k=None):
     """Assemble a batched ``Assignment`` from the resolved matching.
 
     fg, matched [B, A]; pred_iou [B, G, A] IoU of the predictions with every gt (may be None
     when ``matched_iou`` is given and ``with_max_iou`` is False); classes, gt_mask [B, G];
     candidate [B, A] bool; quality [B, A] (already 0 where not fg); matched_iou [B, A]: the IoU
     with the matched gt, 0 where not fg (None: read from pred_iou). ``with_max_iou=False``
-    leaves ``max_iou`` None (no pass over [B, G, A])."""
+    leaves ``max_iou`` None (no pass over [B, G, A]). dynamic_k [B, G]: the positives of every
+    gt when the caller has counted them (None: counted here)."""
     b, g = gt_mask.shape
     if matched_iou is None:
         matched_iou = jnp.where(fg, gather_rows(pred_iou, matched), 0.0)
     matched_class = jnp.where(fg, jnp.take_along_axis(classes, matched, axis=1, mode="clip"), 0)
     rows = jnp.arange(b)[:, None]
-    dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
+    if dynamic_k is None:
+        dynamic_k = jnp.zeros((b, g), jnp.int32).at[rows, matched].add(fg.astype(jnp.int32))
     max_iou = (jnp.maximum(valid_max(pred_iou, gt_mask), 0.0)              # 0 without gts
                if with_max_iou else None)
     return Assignment(
@@ -234,21 +236,6 @@ def power(x, p):
     return jnp.power(x, jnp.asarray(p, jnp.float32))
 
 
-def class_scores(cls_logits, obj_logits, classes, score: str):
-    """Predicted score of each gt's class at every anchor: [B, A, C], [B, A], [B, G] -> [B, G, A].
-
-    Gathers one logit row per gt (rows of the transposed [C, A] logits), then applies the
-    sigmoid, so nothing of size G x A x C is built."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    logits = jax.vmap(lambda x, c: jnp.take(x.T, c, axis=0, mode="clip"))(
-        cls_logits.astype(jnp.float32), classes)                           # [B, G, A]
-    p = jax.nn.sigmoid(logits)
-    if score == "joint":
-        p = jnp.sqrt(p * jax.nn.sigmoid(obj_logits.astype(jnp.float32))[:, None, :])
-    return p
-
-
 def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_classes, gt_mask, *,
         topk: int = 13, alpha: float = 1.0, beta: float = 6.0, eps: float = 1e-7,
         score: str = "cls", gt_buckets=DEFAULT_GT_BUCKETS,
@@ -273,7 +260,8 @@ def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
       ``Assignment`` with a leading batch axis: fg_mask, matched_gt, matched_iou, matched_class,
       quality, max_iou, candidate_mask [B, A]; num_fg [B]; dynamic_k [B, G] (anchors each gt
       ends up with); candidate_mask = anchor point inside some valid gt. IoUs are the YOLOv6
-      IoU of the predicted box. Computed under ``stop_gradient``; largest arrays [B, G, A].
+      IoU of the predicted box. Computed under ``stop_gradient``; largest arrays [B, A, G] (the
+      metric, stored once).
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -301,44 +289,52 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     points = anchor_points(grid_xy, strides)                               # [A, 2]
     logits = sg(cls_logits).astype(jnp.float32)
     obj = sg(obj_logits).astype(jnp.float32)
-    bi = jnp.arange(b)[:, None, None]
-
-    def metric_at(idx):
-        """The masked metric below at anchors idx [B, G, N] of each gt row: [B, G, N]."""
-        s = jax.nn.sigmoid(logits[bi, idx, classes[:, :, None]])
-        if score == "joint":
-            s = jnp.sqrt(s * jax.nn.sigmoid(obj[bi, idx]))
-        m = power(s, alpha) * power(pair_iou(gts[:, :, None, :], preds[bi, idx]), beta)
-        return jnp.where(point_inside(points[idx], gts[:, :, None, :]) & valid, m, 0.0)
-
-    iou = iou_yolov6(gts, preds)                                           # [B, G, A]
-    scores = class_scores(logits, obj, classes, score)                     # [B, G, A]
-    align = power(scores, alpha) * power(iou, beta)
-    in_gt = points_in_gts(points, gts) & valid                             # [B, G, A]
+    k = min(int(topk), a)
 
     # Each gt's top-k metrics among the anchors inside it (others compete with metric 0). The
-    # top-k's second level, the picks' overlaps and the matched pairs' values are computed
-    # afresh from the inputs: XLA then fuses the dense metric into the block maxima and stores
-    # no [B, G, A] array for them to read.
-    _, idx = top_k_last(jnp.where(in_gt, align, 0.0), min(int(topk), a), at=metric_at)
+    # metric is laid out [B, A, G]: every anchor reads its row of class logits once, where a
+    # [B, G, A] layout reads them at a stride of C or transposes them first. It is stored once;
+    # the top-k's block maxima and its second level read it.
+    s = jax.nn.sigmoid(jnp.take_along_axis(logits, classes[:, None, :], axis=2, mode="clip"))
+    if score == "joint":
+        s = jnp.sqrt(s * jax.nn.sigmoid(obj)[:, :, None])
+    iou = pair_iou(gts[:, None, :, :], preds[:, :, None, :])                # [B, A, G]
+    inside = point_inside(points[None, :, None, :], gts[:, None, :, :]) & gt_mask[:, None, :]
+    align = jnp.where(inside, power(s, alpha) * power(iou, beta), 0.0)      # [B, A, G]
+    bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
+    _, idx = top_k_last(align, k, at=lambda i: align[bi, i, gi], columns=True)   # [B, G, K]
     keep = point_inside(points[idx], gts[:, :, None, :]) & valid           # [B, G, K]
     picked = preds[bi, idx].reshape(b, 1, -1, 4)                           # [B, 1, G K, 4]
     iou_at_picks = pair_iou(gts[:, :, None, :], picked)                    # [B, G, G K]
     fg, matched = resolve_picks(idx, keep, iou_at_picks, gt_mask, a)
 
-    # Normalised metric: per gt, the max metric and max IoU over its final positives.
-    matched_class = jnp.take_along_axis(classes, matched, axis=1)          # [B, A]
-    iou_m = jnp.where(fg, matched_pair_iou(gts, matched, preds), 0.0)
-    s_m = jax.nn.sigmoid(jnp.take_along_axis(logits, matched_class[..., None], axis=2)[..., 0])
+    # Every final positive is one of the G K picks: its IoU and metric with the matched gt and
+    # its quality are computed there and scattered into [B, A] (a pick repeated in several rows
+    # carries the same values, as they depend on the anchor only).
+    bj = jnp.arange(b)[:, None]
+    anchor = idx.reshape(b, g * k)                                         # [B, G K]
+    fg_p, m_p = fg[bj, anchor], matched[bj, anchor]
+    iou_p = jnp.where(fg_p, pair_iou(gts[bj, m_p], preds[bj, anchor]), 0.0)
+    s_p = jax.nn.sigmoid(logits[bj, anchor, classes[bj, m_p]])
     if score == "joint":
-        s_m = jnp.sqrt(s_m * jax.nn.sigmoid(obj))
-    align_m = jnp.where(fg, power(s_m, alpha) * power(iou_m, beta), 0.0)   # [B, A]
-    rows = jnp.arange(b)[:, None]
-    pos_align = jnp.zeros((b, g), jnp.float32).at[rows, matched].max(align_m)   # [B, G]
-    pos_iou = jnp.zeros((b, g), jnp.float32).at[rows, matched].max(iou_m)
-    take = lambda x: jnp.take_along_axis(x, matched, axis=1)  # noqa: E731  [B, G] -> [B, A]
-    quality = jnp.where(fg, align_m * take(pos_iou) / (take(pos_align) + jnp.float32(eps)), 0.0)
+        s_p = jnp.sqrt(s_p * jax.nn.sigmoid(obj[bj, anchor]))
+    align_p = jnp.where(fg_p, power(s_p, alpha) * power(iou_p, beta), 0.0)
+    # Normalised metric: per gt, the max metric and max IoU over its final positives.
+    own = fg_p[:, None, :] & (m_p[:, None, :] == jnp.arange(g)[None, :, None])   # [B, G, G K]
+    pos_align = jnp.max(jnp.where(own, align_p[:, None, :], 0.0), axis=2)        # [B, G]
+    pos_iou = jnp.max(jnp.where(own, iou_p[:, None, :], 0.0), axis=2)
+    quality_p = jnp.where(
+        fg_p, align_p * pos_iou[bj, m_p] / (pos_align[bj, m_p] + jnp.float32(eps)), 0.0)
+    quality = jnp.zeros((b, a), jnp.float32).at[bj, anchor].set(quality_p)
+    iou_m = jnp.zeros((b, a), jnp.float32).at[bj, anchor].set(iou_p)
+    # Anchors per gt: each positive counted at its first taking row.
+    row = jnp.repeat(jnp.arange(g, dtype=jnp.int32), k)[None, :]
+    taking = keep.reshape(b, g * k)
+    first = jnp.full((b, a), g, jnp.int32).at[bj, anchor].min(jnp.where(taking, row, g))
+    once = taking & (row == first[bj, anchor])
+    count = jnp.sum(own & once[:, None, :], axis=2, dtype=jnp.int32)      # [B, G]
 
-    candidate = jnp.any(in_gt, axis=1)
-    return finish(fg, matched, iou, classes, gt_mask, candidate, quality, matched_iou=iou_m,
-                  with_max_iou=with_max_iou)
+    candidate = jnp.any(inside, axis=2)
+    pred_iou = iou_yolov6(gts, preds) if with_max_iou else None              # [B, G, A]
+    return finish(fg, matched, pred_iou, classes, gt_mask, candidate, quality, matched_iou=iou_m,
+                  with_max_iou=with_max_iou, dynamic_k=count)
