@@ -171,17 +171,22 @@ def test_cost_matrix_matches_oracle(score, class_cost):
     rng = np.random.default_rng(12)
     batch = _batch(rng, [_random_gts(rng, 6)])
     gm = batch["gtm"][0]
-    cost, iou, cand = jax.jit(functools.partial(dsl_cost, score=score, class_cost=class_cost))(
-        batch["pred"][0], batch["cls"][0], batch["obj"][0], (GRID + 0.5) * STRIDES[:, None],
-        STRIDES, np.where(gm[:, None], batch["gtb"][0], [0, 0, 1, 1]).astype(F32),
-        batch["gtc"][0], gm)
+    args = (batch["pred"][0], batch["cls"][0], batch["obj"][0], (GRID + 0.5) * STRIDES[:, None],
+            STRIDES, np.where(gm[:, None], batch["gtb"][0], [0, 0, 1, 1]).astype(F32),
+            batch["gtc"][0], gm)
     ref = _reference(batch, 0, score=score, class_cost=class_cost)
-    cand = np.asarray(cand)
-    assert 0 < cand.sum() < A
-    np.testing.assert_array_equal(cand, ref["candidate_mask"])
-    np.testing.assert_allclose(np.asarray(iou)[gm], ref["iou"][gm], atol=1e-6, rtol=0)
-    np.testing.assert_allclose(np.asarray(cost)[gm], ref["cost"][gm], rtol=2e-5, atol=1e-4)
-    assert np.all(np.asarray(cost)[:, ~cand] == 1e8)
+    # [G, A], and the anchor-major [A, G] layout that ``dsl`` computes in.
+    for anchor_major in (False, True):
+        cost, iou, cand = jax.jit(functools.partial(
+            dsl_cost, score=score, class_cost=class_cost, anchor_major=anchor_major))(*args)
+        cost, iou, cand = (np.asarray(x) for x in (cost, iou, cand))
+        if anchor_major:
+            cost, iou = cost.T, iou.T
+        assert 0 < cand.sum() < A
+        np.testing.assert_array_equal(cand, ref["candidate_mask"])
+        np.testing.assert_allclose(iou[gm], ref["iou"][gm], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(cost[gm], ref["cost"][gm], rtol=2e-5, atol=1e-4)
+        assert np.all(cost[:, ~cand] == 1e8)
 
 
 @pytest.mark.parametrize("score", ["cls", "joint"])

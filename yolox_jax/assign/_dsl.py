@@ -14,8 +14,9 @@ with ``mmdet.BboxOverlaps2D`` IoUs. Per image, with points ``p_a`` (anchor centr
 * the soft label (``assign_metrics``) of a foreground anchor is the IoU with its gt.
 
 Static shapes: gts padded to ``G`` and masked; every intermediate is ``[G, A]`` or smaller (the
-class cost gathers one logit column per gt, never ``[G, A, C]``); the per-gt sort becomes one
-top-k with the static bound ``topk`` (k_g <= topk since IoUs are <= 1), ties to the lower anchor
+class cost gathers one logit per gt and anchor, never ``[G, A, C]``; ``dsl`` lays the cost out
+anchor-major, [A, G], so that each anchor reads its own row of class logits); the per-gt sort
+becomes one top-k with the static bound ``topk`` (k_g <= topk since IoUs are <= 1), ties to the lower anchor
 index (a stable sort, what torch's CPU sort does); conflicts are an argmin over the ``G * topk``
 picked columns (over all ``A`` anchors when ``G * topk >= A``). The ``[G, A]`` top-k is XLA's
 plain-or-blocked ``top_k_last`` of ``_simota``; the batch runs on the gt rows it needs
@@ -66,13 +67,19 @@ def bbox_overlaps_xyxy(gt_xyxy, pred_xyxy, eps: float = IOU_EPS):
     """mmdet ``bbox_overlaps(pred, gt, mode='iou')`` transposed: [G, 4], [A, 4] xyxy -> [G, A].
 
     Intersection sides clamped at 0, union clamped at ``eps``, areas unclamped."""
-    area_p = (pred_xyxy[:, 2] - pred_xyxy[:, 0]) * (pred_xyxy[:, 3] - pred_xyxy[:, 1])
-    area_g = (gt_xyxy[:, 2] - gt_xyxy[:, 0]) * (gt_xyxy[:, 3] - gt_xyxy[:, 1])
-    lt = jnp.maximum(pred_xyxy[None, :, :2], gt_xyxy[:, None, :2])
-    rb = jnp.minimum(pred_xyxy[None, :, 2:], gt_xyxy[:, None, 2:])
-    wh = jnp.maximum(rb - lt, 0.0)
-    overlap = wh[..., 0] * wh[..., 1]
-    union = jnp.maximum(area_p[None, :] + area_g[:, None] - overlap, eps)
+    return pair_overlaps(gt_xyxy[:, None, :], pred_xyxy[None, :, :], eps)
+
+
+def pair_overlaps(gt_xyxy, pred_xyxy, eps: float = IOU_EPS):
+    """``bbox_overlaps_xyxy`` for broadcast pairs: ``[..., 4]``, ``[..., 4]`` xyxy -> ``[...]``."""
+    area_p = (pred_xyxy[..., 2] - pred_xyxy[..., 0]) * (pred_xyxy[..., 3] - pred_xyxy[..., 1])
+    area_g = (gt_xyxy[..., 2] - gt_xyxy[..., 0]) * (gt_xyxy[..., 3] - gt_xyxy[..., 1])
+    w = jnp.maximum(jnp.minimum(pred_xyxy[..., 2], gt_xyxy[..., 2])
+                    - jnp.maximum(pred_xyxy[..., 0], gt_xyxy[..., 0]), 0.0)
+    h = jnp.maximum(jnp.minimum(pred_xyxy[..., 3], gt_xyxy[..., 3])
+                    - jnp.maximum(pred_xyxy[..., 1], gt_xyxy[..., 1]), 0.0)
+    overlap = w * h
+    union = jnp.maximum(area_p + area_g - overlap, eps)
     return overlap / union
 
 
@@ -97,10 +104,12 @@ def _prob_terms(x, obj, score: str):
 
 
 def soft_label_cls_cost(cls_logits, obj_logits, classes, iou, *, score: str = "cls",
-                        class_cost: str = "gt_class"):
+                        class_cost: str = "gt_class", anchor_major: bool = False):
     """Soft-label class cost [G, A] from the gathered gt-class column, never ``[G, A, C]``.
 
     cls_logits [A, C], obj_logits [A], classes [G] int32 (in range), iou [G, A] (the soft label).
+    ``anchor_major``: iou and the result are [A, G] (each anchor gathers its gts' logits from
+    its own row of class logits).
     With ``t`` the soft label and ``p`` the score, one class contributes
     ``f(p, t) = BCE(p, t) * (t - p)**2``; BCE(p, t) = t * -log p + (1 - t) * -log(1 - p)
     (= torch's ``binary_cross_entropy_with_logits`` on the logit of p).
@@ -116,45 +125,61 @@ def soft_label_cls_cost(cls_logits, obj_logits, classes, iou, *, score: str = "c
         raise ValueError(f"class_cost must be one of {CLASS_COSTS}, got {class_cost!r}")
     x = cls_logits.astype(jnp.float32)
     obj = obj_logits.astype(jnp.float32)
-    x_y = jnp.take(x.T, classes, axis=0, mode="clip")                          # [G, A]
-    p, nlogp, nlog1mp = _prob_terms(x_y, obj[None, :], score)
+    if anchor_major:
+        x_y = x[jnp.arange(x.shape[0])[:, None], jnp.clip(classes, 0, x.shape[1] - 1)[None, :]]  # [A, G]
+        per_anchor = lambda v: v[:, None]  # noqa: E731
+    else:
+        x_y = jnp.take(x.T, classes, axis=0, mode="clip")                      # [G, A]
+        per_anchor = lambda v: v[None, :]  # noqa: E731
+    p, nlogp, nlog1mp = _prob_terms(x_y, per_anchor(obj), score)
     cost = (iou * nlogp + (1.0 - iou) * nlog1mp) * jnp.square(iou - p)
     if class_cost == "all_classes":
         p_all, _, nlog1mp_all = _prob_terms(x, obj[:, None], score)           # [A, C]
         neg_sum = jnp.sum(nlog1mp_all * jnp.square(p_all), axis=-1)           # [A]
-        cost = cost + (neg_sum[None, :] - nlog1mp * jnp.square(p))
+        cost = cost + (per_anchor(neg_sum) - nlog1mp * jnp.square(p))
     return cost
 
 
 def dsl_cost(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes, gt_mask, *,
              soft_center_radius: float = 3.0, iou_weight: float = 3.0, score: str = "cls",
-             class_cost: str = "gt_class"):
+             class_cost: str = "gt_class", anchor_major: bool = False):
     """Cost matrix of one image.
 
     pred_boxes [A, 4] cxcywh, cls_logits [A, C], obj_logits [A], points [A, 2] (x, y) pixels,
     strides [A], boxes [G, 4] sanitized cxcywh, classes [G] int32 in range, gt_mask [G] bool.
     Returns ``(cost [G, A], iou [G, A], candidate [A] bool)``: ``cost`` is INF at non-candidate
     anchors; rows of padded gts hold finite values that the caller must mask.
+    ``anchor_major``: cost and iou are [A, G] (the layout ``dsl`` computes them in: each anchor
+    reads its row of class logits once).
     """
     gt_xyxy = cxcywh_to_xyxy(boxes)
-    iou = bbox_overlaps_xyxy(gt_xyxy, cxcywh_to_xyxy(pred_boxes.astype(jnp.float32)))
-    px, py = points[None, :, 0], points[None, :, 1]
-    inside = jnp.minimum(jnp.minimum(px - gt_xyxy[:, 0:1], py - gt_xyxy[:, 1:2]),
-                         jnp.minimum(gt_xyxy[:, 2:3] - px, gt_xyxy[:, 3:4] - py)) > 0.0
-    candidate = jnp.any(inside & gt_mask[:, None], axis=0)                       # [A]
+    pred_xyxy = cxcywh_to_xyxy(pred_boxes.astype(jnp.float32))
+    if anchor_major:
+        gts, per_anchor = gt_xyxy[None, :, :], (lambda v: v[:, None])  # noqa: E731
+        iou = pair_overlaps(gts, pred_xyxy[:, None, :])                          # [A, G]
+    else:
+        gts, per_anchor = gt_xyxy[:, None, :], (lambda v: v[None, :])  # noqa: E731
+        iou = pair_overlaps(gts, pred_xyxy[None, :, :])                          # [G, A]
+    gt_axis = 1 if anchor_major else 0
+    px, py = per_anchor(points[:, 0]), per_anchor(points[:, 1])
+    inside = ((px - gts[..., 0] > 0.0) & (py - gts[..., 1] > 0.0)          # min(margins) > 0
+              & (gts[..., 2] - px > 0.0) & (gts[..., 3] - py > 0.0))
+    valid = gt_mask[None, :] if anchor_major else gt_mask[:, None]
+    candidate = jnp.any(inside & valid, axis=gt_axis)                            # [A]
 
-    centre = (gt_xyxy[:, :2] + gt_xyxy[:, 2:]) / 2.0
-    dx, dy = px - centre[:, 0:1], py - centre[:, 1:2]
-    dist = jnp.sqrt(dx * dx + dy * dy) / strides[None, :]
-    dist = jnp.where(candidate[None, :], dist, 0.0)
+    centre_x = (gts[..., 0] + gts[..., 2]) / 2.0
+    centre_y = (gts[..., 1] + gts[..., 3]) / 2.0
+    dx, dy = px - centre_x, py - centre_y
+    dist = jnp.sqrt(dx * dx + dy * dy) / per_anchor(strides)
+    dist = jnp.where(per_anchor(candidate), dist, 0.0)
     # 10 ** y as exp(y ln 10): on XLA:CPU, pow costs about six times exp per element.
     center_prior = jnp.exp((dist - jnp.float32(soft_center_radius)) * jnp.float32(np.log(10.0)))
 
     iou_cost = -jnp.log(iou + EPS) * jnp.float32(iou_weight)
     cls_cost = soft_label_cls_cost(cls_logits, obj_logits, classes, iou, score=score,
-                                   class_cost=class_cost)
+                                   class_cost=class_cost, anchor_major=anchor_major)
     cost = cls_cost + iou_cost + center_prior
-    return jnp.where(candidate[None, :], cost, jnp.float32(INF)), iou, candidate
+    return jnp.where(per_anchor(candidate), cost, jnp.float32(INF)), iou, candidate
 
 
 def _first_valid_argmin(cost, gt_mask):
@@ -168,18 +193,19 @@ def _first_valid_argmin(cost, gt_mask):
 
 def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
              keep_outside_picks: bool, with_max_iou: bool = True) -> Assignment:
-    """One image from its ``dsl_cost`` (cost, iou [G, A], candidate [A]), classes and gt_mask [G]:
-    the per-image ``Assignment``."""
-    g, a = cost.shape
+    """One image from its anchor-major ``dsl_cost`` (cost, iou [A, G], candidate [A]), classes and
+    gt_mask [G]: the per-image ``Assignment``."""
+    a, g = cost.shape
     kmax = min(int(topk), a)
+    gi = jnp.arange(g)[:, None]
 
     # Dynamic k from the top IoUs of each gt over all anchors (not only the candidates).
-    top_iou, _ = top_k_last(iou, kmax)                                          # [G, K]
+    top_iou, _ = top_k_last(iou, kmax, columns=True, at=lambda i: iou[i, gi])   # [G, K]
     k = jnp.maximum(jnp.sum(top_iou, axis=1).astype(jnp.int32), 1)
     k = jnp.where(gt_mask, jnp.minimum(k, kmax), 0)
 
     # The k lowest costs of each row (a stable ascending sort of the column, INF included).
-    _, idx = top_k_last(-cost, kmax)                                            # [G, K]
+    _, idx = top_k_last(-cost, kmax, columns=True, at=lambda i: -cost[i, gi])   # [G, K]
     take = jnp.arange(kmax)[None, :] < k[:, None]
     flat = idx.reshape(-1)
     dest = jnp.where(take.reshape(-1), flat, a)                                 # a = dropped
@@ -190,18 +216,18 @@ def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
     # Contested anchors: first argmin of the cost over the valid gts (padded rows never win),
     # over the G * K picked columns only while that is fewer than A (it stays O(G x A)).
     if g * kmax < a:
-        best_of_pick = _first_valid_argmin(jnp.take(cost, flat, axis=1, mode="clip"), gt_mask)
+        best_of_pick = _first_valid_argmin(jnp.take(cost, flat, axis=0, mode="clip").T, gt_mask)
         best = jnp.zeros((a,), jnp.int32).at[dest].max(best_of_pick, mode="drop")
     else:
-        best = _first_valid_argmin(cost, gt_mask)
+        best = _first_valid_argmin(cost.T, gt_mask)
 
     fg = count > 0
     if not keep_outside_picks:
         fg = fg & candidate
     matched = jnp.where(fg, jnp.where(count > 1, best, sole), 0).astype(jnp.int32)
     matched_iou = jnp.where(
-        fg, jnp.take_along_axis(iou, matched[None, :], axis=0, mode="clip")[0], 0.0)
-    max_iou = (jnp.maximum(valid_max(iou[None], gt_mask[None])[0], 0.0)         # 0 without gts
+        fg, jnp.take_along_axis(iou, matched[:, None], axis=1, mode="clip")[:, 0], 0.0)
+    max_iou = (jnp.maximum(valid_max(iou.T[None], gt_mask[None])[0], 0.0)       # 0 without gts
                if with_max_iou else None)
     matched_class = jnp.where(fg, jnp.take(classes, matched, mode="clip"), 0)
     return Assignment(
@@ -267,7 +293,8 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
     strides = jnp.asarray(strides, jnp.float32)
     points = (jnp.asarray(grid_xy, jnp.float32) + jnp.float32(center_offset)) * strides[:, None]
     costs = jax.vmap(partial(dsl_cost, soft_center_radius=float(soft_center_radius),
-                             iou_weight=float(iou_weight), score=score, class_cost=class_cost),
+                             iou_weight=float(iou_weight), score=score, class_cost=class_cost,
+                             anchor_major=True),
                      in_axes=(0, 0, 0, None, None, 0, 0, 0))
     resolve = jax.vmap(partial(_dsl_one, topk=int(topk),
                                keep_outside_picks=bool(keep_outside_picks),
@@ -283,7 +310,7 @@ def dsl(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
         cost, iou, cand = jax.lax.cond(
             jnp.any(mk),
             lambda: costs(pred_boxes, cls_logits, obj_logits, points, strides, bx, cs, mk),
-            lambda: (jnp.full((b, g, a), INF, jnp.float32), jnp.zeros((b, g, a), jnp.float32),
+            lambda: (jnp.full((b, a, g), INF, jnp.float32), jnp.zeros((b, a, g), jnp.float32),
                      jnp.zeros((b, a), bool)))
         return resolve(cost, iou, cand, cs, mk)
 

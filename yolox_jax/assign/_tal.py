@@ -89,8 +89,8 @@ def point_inside(points, gts, eps: float = IN_GT_EPS):
     ``[...]`` bool."""
     gx1, gy1, gx2, gy2 = (gts[..., i] for i in range(4))
     px, py = points[..., 0], points[..., 1]
-    margin = jnp.minimum(jnp.minimum(px - gx1, py - gy1), jnp.minimum(gx2 - px, gy2 - py))
-    return margin > eps
+    # min(margins) > eps, as four comparisons (equal for every input: a NaN margin fails both).
+    return (px - gx1 > eps) & (py - gy1 > eps) & (gx2 - px > eps) & (gy2 - py > eps)
 
 
 def valid_max(overlaps, gt_mask):
