@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -377,14 +378,15 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
         # A new run's state is made in a thread, so that the initialiser compiles while the
         # data pipeline starts and the first step's program compiles: the first step waits for
         # the longer of the two compiles, not for their sum.
-        if compile_only and on_ready is not None:
+        report_init = compile_only and on_ready is not None
+        if report_init:
             on_ready = _serialised(on_ready)  # the initialiser's thread reports "init"
 
         def make_state():
             if compiler is not None:
                 compiler.wait("init", count=False)  # the compile child has it cached
             out = initial_state(cfg, model, tx, mesh, init_fn)
-            if compile_only and on_ready is not None:
+            if report_init:
                 on_ready("init")
             return out
 
@@ -640,8 +642,6 @@ def compile_programs(cfg, plan, model, state, step_fn, abstract_batch, val_sourc
 
 def _serialised(fn):
     """``fn`` behind a lock (for a callback that two threads call)."""
-    import threading
-
     lock = threading.Lock()
 
     def call(*args, **kwargs):
