@@ -320,6 +320,6 @@ def test_jit_and_memory_is_order_g_times_a():
     shapes = list(_all_shapes(closed.jaxpr))
     limit = 2 * G * A * C                      # any array with a G, an A and a C axis is this big
     assert max(int(np.prod(s)) for s in shapes) < limit
-    assert (2, G, A) in shapes                 # the [B, G, A] pair arrays are there
+    assert (2, A, G) in shapes                 # the [B, A, G] pair arrays (the metric) are there
     jitted_out = run(case)
     assert isinstance(jitted_out.fg_mask, np.ndarray) and jitted_out.fg_mask.shape == (2, A)
