@@ -338,6 +338,28 @@ def test_junk_padding_equals_clean_padding(run):
         _check(b, clean, **opts)
 
 
+def test_nan_cost_in_a_conflict_goes_to_a_valid_gt():
+    """An anchor taken by two gts (duplicate boxes of two classes) where a third valid gt's cost
+    is NaN (a NaN logit of its class): torch's ``min`` makes the NaN row the minimum, so the
+    anchor goes to that gt; never to a row index past the gts (all rows, no buckets)."""
+    rng = np.random.default_rng(21)
+    box = np.array([[80.0, 64.0, 40.0, 40.0]], F32)
+    far = np.array([[10.0, 10.0, 12.0, 12.0]], F32)
+    gts = (np.concatenate([box, box, far]), np.array([0, 1, 2], np.int32))
+    batch = _batch(rng, [gts])
+    centres = (GRID + 0.5) * STRIDES[:, None]
+    inside = np.all(np.abs(centres - box[0, :2]) < box[0, 2:] / 2, axis=1)
+    batch["cls"][0, inside, 2] = np.nan
+    out = jax.jit(functools.partial(dsl, gt_buckets=()))(
+        batch["pred"], batch["cls"], batch["obj"], GRID, STRIDES, batch["gtb"], batch["gtc"],
+        batch["gtm"])
+    fg, matched = np.asarray(out.fg_mask[0]), np.asarray(out.matched_gt[0])
+    rows = np.flatnonzero(batch["gtm"][0])                   # the three gts' rows, in order
+    assert np.all((matched >= 0) & (matched < G))
+    contested = fg & inside
+    assert contested.any() and np.all(matched[contested] == rows[2])
+
+
 def test_bad_options():
     args = (np.zeros((1, A, 4), F32), np.zeros((1, A, C), F32), np.zeros((1, A), F32), GRID,
             STRIDES, np.zeros((1, G, 4), F32), np.zeros((1, G), np.int32), np.zeros((1, G), bool))

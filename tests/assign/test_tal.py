@@ -323,3 +323,36 @@ def test_jit_and_memory_is_order_g_times_a():
     assert (2, A, G) in shapes                 # the [B, A, G] pair arrays (the metric) are there
     jitted_out = run(case)
     assert isinstance(jitted_out.fg_mask, np.ndarray) and jitted_out.fg_mask.shape == (2, A)
+
+
+@pytest.mark.parametrize("nan_logit", [False, True])
+def test_nan_prediction_in_a_box_is_a_positive_and_poisons_its_gts_quality(nan_logit):
+    """A NaN predicted box at an anchor inside a gt gives a NaN metric, which ranks above every
+    number whatever its sign bit (with a NaN logit too, whose sigmoid is a NaN of the other
+    sign): the anchor is a positive of that gt, and the gt's largest metric (MMYOLO's amax) is
+    NaN, so the quality of each of its positives is NaN; the other gts keep finite qualities.
+    At 128 x 128 with 32 gts the per-gt maxima cover [2, 32, 416] picks, a size at which
+    XLA:CPU's float max-reduction skips NaNs."""
+    hw = (128, 128)
+    grid, strides = (np.asarray(x) for x in anchor_grid(hw))
+    a, b, g, c = len(strides), 2, 32, 3
+    pts = (grid + 0.5) * strides[:, None]
+    rng = np.random.default_rng(0)
+    pred = np.concatenate([pts + rng.uniform(-3, 3, (b, a, 2)),
+                           rng.uniform(20, 60, (b, a, 2))], -1).astype(F32)
+    cls = rng.normal(size=(b, a, c)).astype(F32)
+    gtb = np.concatenate([rng.uniform(20, 108, (b, g, 2)),
+                          rng.uniform(20, 60, (b, g, 2))], -1).astype(F32)
+    gtc = rng.integers(0, c, (b, g)).astype(np.int32)
+    gtb[0, 0] = [64, 64, 40, 40]
+    hit = int(np.argmin(np.abs(pts - 64).sum(1)))            # an anchor point at gt 0's centre
+    pred[0, hit] = np.nan
+    if nan_logit:
+        cls[0, hit] = np.nan                                 # sigmoid(NaN) * IoU: any NaN sign
+    out = jax.tree_util.tree_map(np.asarray, jax.jit(tal)(
+        pred, cls, np.zeros((b, a), F32), grid, strides, gtb, gtc, np.ones((b, g), bool)))
+    assert out.fg_mask[0, hit] and out.matched_gt[0, hit] == 0
+    own = out.fg_mask[0] & (out.matched_gt[0] == 0)
+    assert own.sum() > 1 and np.isnan(out.quality[0][own]).all()
+    others = out.fg_mask & ((np.arange(b)[:, None] == 1) | (out.matched_gt != 0))
+    assert others.sum() > 100 and np.isfinite(out.quality[others]).all()

@@ -13,15 +13,15 @@ with ``mmdet.BboxOverlaps2D`` IoUs. Per image, with points ``p_a`` (anchor centr
   an anchor taken by several gts goes to ``argmin_g cost[g, a]`` over all gts;
 * the soft label (``assign_metrics``) of a foreground anchor is the IoU with its gt.
 
-Static shapes: gts padded to ``G`` and masked; every intermediate is ``[G, A]`` or smaller (the
-class cost gathers one logit per gt and anchor, never ``[G, A, C]``; ``dsl`` lays the cost out
-anchor-major, [A, G], so that each anchor reads its own row of class logits); the per-gt sort
-becomes one top-k with the static bound ``topk`` (k_g <= topk since IoUs are <= 1), ties to the lower anchor
-index (a stable sort, what torch's CPU sort does); conflicts are an argmin over the ``G * topk``
-picked columns (over all ``A`` anchors when ``G * topk >= A``). The ``[G, A]`` top-k is XLA's
-plain-or-blocked ``top_k_last`` of ``_simota``; the batch runs on the gt rows it needs
-(``in_gt_buckets``), and its cost matrix is computed once, in a ``lax.cond`` branch of its own
-(see ``dsl``); there is no anchor compaction.
+Static shapes: gts padded to ``G`` and masked; every intermediate has G x A elements or fewer
+(the class cost gathers one logit per gt and anchor, never ``[G, A, C]``); ``dsl`` lays the cost
+and the IoUs out anchor-major, [A, G], so that each anchor reads its own row of class logits.
+The per-gt sort becomes one top-k with the static bound ``topk`` (k_g <= topk since IoUs are
+<= 1), ties to the lower anchor index (a stable sort, what torch's CPU sort does), NaN costs
+last; conflicts are an argmin over the ``G * topk`` picked columns (over all ``A`` anchors when
+``G * topk >= A``). The top-k down the anchor axis is XLA's plain-or-blocked ``top_k_last`` of
+``_simota``; the batch runs on the gt rows it needs (``in_gt_buckets``), and its cost matrix is
+computed once, in a ``lax.cond`` branch of its own (see ``dsl``); there is no anchor compaction.
 
 Differences from the reference (options keep the reference reachable):
 
@@ -63,15 +63,10 @@ SCORES = ("cls", "joint")
 CLASS_COSTS = ("gt_class", "all_classes")
 
 
-def bbox_overlaps_xyxy(gt_xyxy, pred_xyxy, eps: float = IOU_EPS):
-    """mmdet ``bbox_overlaps(pred, gt, mode='iou')`` transposed: [G, 4], [A, 4] xyxy -> [G, A].
-
-    Intersection sides clamped at 0, union clamped at ``eps``, areas unclamped."""
-    return pair_overlaps(gt_xyxy[:, None, :], pred_xyxy[None, :, :], eps)
-
-
 def pair_overlaps(gt_xyxy, pred_xyxy, eps: float = IOU_EPS):
-    """``bbox_overlaps_xyxy`` for broadcast pairs: ``[..., 4]``, ``[..., 4]`` xyxy -> ``[...]``."""
+    """mmdet ``bbox_overlaps(pred, gt, mode='iou')`` for broadcast pairs: ``[..., 4]`` gts,
+    ``[..., 4]`` predictions, xyxy -> IoU ``[...]``. Intersection sides clamped at 0, union
+    clamped at ``eps``, areas unclamped."""
     area_p = (pred_xyxy[..., 2] - pred_xyxy[..., 0]) * (pred_xyxy[..., 3] - pred_xyxy[..., 1])
     area_g = (gt_xyxy[..., 2] - gt_xyxy[..., 0]) * (gt_xyxy[..., 3] - gt_xyxy[..., 1])
     w = jnp.maximum(jnp.minimum(pred_xyxy[..., 2], gt_xyxy[..., 2])
@@ -105,7 +100,8 @@ def _prob_terms(x, obj, score: str):
 
 def soft_label_cls_cost(cls_logits, obj_logits, classes, iou, *, score: str = "cls",
                         class_cost: str = "gt_class", anchor_major: bool = False):
-    """Soft-label class cost [G, A] from the gathered gt-class column, never ``[G, A, C]``.
+    """Soft-label class cost [G, A] ([A, G] anchor-major) from one gathered logit per gt and
+    anchor, never ``[G, A, C]``.
 
     cls_logits [A, C], obj_logits [A], classes [G] int32 (in range), iou [G, A] (the soft label).
     ``anchor_major``: iou and the result are [A, G] (each anchor gathers its gts' logits from
@@ -126,7 +122,8 @@ def soft_label_cls_cost(cls_logits, obj_logits, classes, iou, *, score: str = "c
     x = cls_logits.astype(jnp.float32)
     obj = obj_logits.astype(jnp.float32)
     if anchor_major:
-        x_y = x[jnp.arange(x.shape[0])[:, None], jnp.clip(classes, 0, x.shape[1] - 1)[None, :]]  # [A, G]
+        # [A, G], indexed by (anchor, class) pairs: a gather XLA:CPU stores in this layout.
+        x_y = x[jnp.arange(x.shape[0])[:, None], jnp.clip(classes, 0, x.shape[1] - 1)[None, :]]
         per_anchor = lambda v: v[:, None]  # noqa: E731
     else:
         x_y = jnp.take(x.T, classes, axis=0, mode="clip")                      # [G, A]
@@ -184,9 +181,12 @@ def dsl_cost(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes
 
 def _first_valid_argmin(cost, gt_mask):
     """First row index of the minimum over the valid rows: [G, N], [G] -> [N] int32 (torch's
-    ``min(dim)`` picks the first of equal values; inf == inf counts as equal)."""
+    ``min(dim)`` picks the first of equal values, inf == inf counts as equal, and a NaN is the
+    minimum: the first valid NaN row wins). G only for a column without valid rows."""
     cols = jnp.where(gt_mask[:, None], cost, jnp.inf)
-    hit = gt_mask[:, None] & (cols == jnp.min(cols, axis=0, keepdims=True))
+    nan = jnp.isnan(cols)
+    low = jnp.min(jnp.where(nan, jnp.inf, cols), axis=0, keepdims=True)
+    hit = gt_mask[:, None] & jnp.where(jnp.any(nan, axis=0, keepdims=True), nan, cols == low)
     iota = jax.lax.broadcasted_iota(jnp.int32, cols.shape, 0)
     return jnp.min(jnp.where(hit, iota, cost.shape[0]), axis=0)
 
@@ -205,7 +205,10 @@ def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
     k = jnp.where(gt_mask, jnp.minimum(k, kmax), 0)
 
     # The k lowest costs of each row (a stable ascending sort of the column, INF included).
-    _, idx = top_k_last(-cost, kmax, columns=True, at=lambda i: -cost[i, gi])   # [G, K]
+    # A NaN cost ranks last (-NaN, whatever the sign the compiled code gave it), as in torch's
+    # ascending topk.
+    neg = lambda c: jnp.where(jnp.isnan(c), -jnp.float32(jnp.nan), -c)  # noqa: E731
+    _, idx = top_k_last(neg(cost), kmax, columns=True, at=lambda i: neg(cost[i, gi]))  # [G, K]
     take = jnp.arange(kmax)[None, :] < k[:, None]
     flat = idx.reshape(-1)
     dest = jnp.where(take.reshape(-1), flat, a)                                 # a = dropped

@@ -29,7 +29,8 @@ Where it differs from the reference (none of it changes a result of the referenc
   conflict, and count for nothing.
 * ties: equal metrics in the top-k go to the lower anchor index (``lax.top_k``; ``torch.topk``
   leaves the order unspecified); equal IoUs in a conflict go to the lower gt row (``argmax``'s
-  first maximum, as torch documents it).
+  first maximum, as torch documents it). A NaN metric (a NaN prediction or logit) ranks above
+  every number, whatever its sign bit.
 * ``use_ciou`` (YOLOv8's CIoU overlaps) is not implemented.
 """
 from __future__ import annotations
@@ -261,7 +262,8 @@ def tal(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt_class
       quality, max_iou, candidate_mask [B, A]; num_fg [B]; dynamic_k [B, G] (anchors each gt
       ends up with); candidate_mask = anchor point inside some valid gt. IoUs are the YOLOv6
       IoU of the predicted box. Computed under ``stop_gradient``; largest arrays [B, A, G] (the
-      metric, stored once).
+      metric, stored once), [B, G, G * topk] (the picks' overlaps) and, with ``with_max_iou``,
+      [B, G, A].
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -300,7 +302,11 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
         s = jnp.sqrt(s * jax.nn.sigmoid(obj)[:, :, None])
     iou = pair_iou(gts[:, None, :, :], preds[:, :, None, :])                # [B, A, G]
     inside = point_inside(points[None, :, None, :], gts[:, None, :, :]) & gt_mask[:, None, :]
-    align = jnp.where(inside, power(s, alpha) * power(iou, beta), 0.0)      # [B, A, G]
+    metric = power(s, alpha) * power(iou, beta)
+    # Every NaN as +NaN, which ranks above every number (a product's NaN sign depends on the
+    # compiled code; torch's topk ranks any NaN first).
+    metric = jnp.where(jnp.isnan(metric), jnp.float32(jnp.nan), metric)
+    align = jnp.where(inside, metric, 0.0)                                  # [B, A, G]
     bi, gi = jnp.arange(b)[:, None, None], jnp.arange(g)[None, :, None]
     _, idx = top_k_last(align, k, at=lambda i: align[bi, i, gi], columns=True)   # [B, G, K]
     keep = point_inside(points[idx], gts[:, :, None, :]) & valid           # [B, G, K]
@@ -319,10 +325,10 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     if score == "joint":
         s_p = jnp.sqrt(s_p * jax.nn.sigmoid(obj[bj, anchor]))
     align_p = jnp.where(fg_p, power(s_p, alpha) * power(iou_p, beta), 0.0)
-    # Normalised metric: per gt, the max metric and max IoU over its final positives.
-    own = fg_p[:, None, :] & (m_p[:, None, :] == jnp.arange(g)[None, :, None])   # [B, G, G K]
-    pos_align = jnp.max(jnp.where(own, align_p[:, None, :], 0.0), axis=2)        # [B, G]
-    pos_iou = jnp.max(jnp.where(own, iou_p[:, None, :], 0.0), axis=2)
+    # Normalised metric: per gt, the max metric and max IoU over its final positives (scatters
+    # propagate a NaN, as the reference's amax does; non-positive picks add 0 to row 0).
+    pos_align = jnp.zeros((b, g), jnp.float32).at[bj, m_p].max(align_p)    # [B, G]
+    pos_iou = jnp.zeros((b, g), jnp.float32).at[bj, m_p].max(iou_p)
     quality_p = jnp.where(
         fg_p, align_p * pos_iou[bj, m_p] / (pos_align[bj, m_p] + jnp.float32(eps)), 0.0)
     quality = jnp.zeros((b, a), jnp.float32).at[bj, anchor].set(quality_p)
@@ -331,8 +337,8 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
     row = jnp.repeat(jnp.arange(g, dtype=jnp.int32), k)[None, :]
     taking = keep.reshape(b, g * k)
     first = jnp.full((b, a), g, jnp.int32).at[bj, anchor].min(jnp.where(taking, row, g))
-    once = taking & (row == first[bj, anchor])
-    count = jnp.sum(own & once[:, None, :], axis=2, dtype=jnp.int32)      # [B, G]
+    once = fg_p & taking & (row == first[bj, anchor])
+    count = jnp.zeros((b, g), jnp.int32).at[bj, m_p].add(once.astype(jnp.int32))   # [B, G]
 
     candidate = jnp.any(inside, axis=2)
     pred_iou = iou_yolov6(gts, preds) if with_max_iou else None              # [B, G, A]
