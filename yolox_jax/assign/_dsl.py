@@ -122,8 +122,11 @@ def soft_label_cls_cost(cls_logits, obj_logits, classes, iou, *, score: str = "c
     x = cls_logits.astype(jnp.float32)
     obj = obj_logits.astype(jnp.float32)
     if anchor_major:
-        # [A, G], indexed by (anchor, class) pairs: a gather XLA:CPU stores in this layout.
-        x_y = x[jnp.arange(x.shape[0])[:, None], jnp.clip(classes, 0, x.shape[1] - 1)[None, :]]
+        # [A, G]: a gather along each anchor's row with the indices spelled out per anchor
+        # (a size-1 anchor axis in the indices becomes one strided column per gt on XLA:CPU).
+        cols = jnp.broadcast_to(jnp.clip(classes, 0, x.shape[1] - 1)[None, :],
+                                (x.shape[0], classes.shape[0]))
+        x_y = jnp.take_along_axis(x, cols, axis=1)
         per_anchor = lambda v: v[:, None]  # noqa: E731
     else:
         x_y = jnp.take(x.T, classes, axis=0, mode="clip")                      # [G, A]
