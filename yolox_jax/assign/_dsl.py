@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolox_jax.assign._buckets import DEFAULT_GT_BUCKETS, in_gt_buckets
-from yolox_jax.assign._simota import Assignment, sanitize_gts, top_k_last
+from yolox_jax.assign._simota import Assignment, first_argmin, sanitize_gts, top_k_last
 from yolox_jax.assign._tal import valid_max
 from yolox_jax.ops.boxes import cxcywh_to_xyxy
 
@@ -184,14 +184,9 @@ def dsl_cost(pred_boxes, cls_logits, obj_logits, points, strides, boxes, classes
 
 def _first_valid_argmin(cost, gt_mask):
     """First row index of the minimum over the valid rows: [G, N], [G] -> [N] int32 (torch's
-    ``min(dim)`` picks the first of equal values, inf == inf counts as equal, and a NaN is the
-    minimum: the first valid NaN row wins). G only for a column without valid rows."""
-    cols = jnp.where(gt_mask[:, None], cost, jnp.inf)
-    nan = jnp.isnan(cols)
-    low = jnp.min(jnp.where(nan, jnp.inf, cols), axis=0, keepdims=True)
-    hit = gt_mask[:, None] & jnp.where(jnp.any(nan, axis=0, keepdims=True), nan, cols == low)
-    iota = jax.lax.broadcasted_iota(jnp.int32, cols.shape, 0)
-    return jnp.min(jnp.where(hit, iota, cost.shape[0]), axis=0)
+    ``min(dim)``: the first of equal values, inf == inf counts as equal, and a NaN is the
+    minimum, so the first valid NaN row wins). Padded rows count as +inf."""
+    return first_argmin(jnp.where(gt_mask[:, None], cost, jnp.inf), axis=0)
 
 
 def _dsl_one(cost, iou, candidate, classes, gt_mask, *, topk: int,
