@@ -142,6 +142,16 @@ def select_highest_overlaps(pos, overlaps, gt_mask):
     return fg, jnp.where(fg, matched, 0).astype(jnp.int32)
 
 
+def first_takers(picks, keep, num_anchors: int):
+    """The lowest gt row that takes each anchor: picks [B, G, K] int32 (no repeats within a
+    row), keep [B, G, K] or [B, G K] bool -> [B, A] int32 (G where no row takes it)."""
+    b, g, k = picks.shape
+    row = jnp.repeat(jnp.arange(g, dtype=jnp.int32), k)                   # [G K]
+    taken = jnp.where(keep.reshape(b, g * k), row, g)
+    return jnp.full((b, num_anchors), g, jnp.int32).at[
+        jnp.arange(b)[:, None], picks.reshape(b, g * k)].min(taken)
+
+
 def resolve_picks(picks, keep, overlaps, gt_mask, num_anchors: int):
     """``select_highest_overlaps`` on the anchors the gts picked, given as indices.
 
@@ -156,7 +166,7 @@ def resolve_picks(picks, keep, overlaps, gt_mask, num_anchors: int):
     keep = keep.reshape(b, g * k)
     row = jnp.repeat(jnp.arange(g, dtype=jnp.int32), k)                   # [G K]
     bi = jnp.arange(b)[:, None]
-    first = jnp.full((b, num_anchors), g, jnp.int32).at[bi, anchor].min(jnp.where(keep, row, g))
+    first = first_takers(picks, keep, num_anchors)
     last = jnp.full((b, num_anchors), -1, jnp.int32).at[bi, anchor].max(jnp.where(keep, row, -1))
     best_pick = best_valid_row(overlaps, gt_mask)                          # [B, G K]
     best = jnp.zeros((b, num_anchors), jnp.int32).at[bi, anchor].max(best_pick)  # one per anchor
@@ -333,11 +343,10 @@ def _tal_rows(pred_boxes, cls_logits, obj_logits, grid_xy, strides, gt_boxes, gt
         fg_p, align_p * pos_iou[bj, m_p] / (pos_align[bj, m_p] + jnp.float32(eps)), 0.0)
     quality = jnp.zeros((b, a), jnp.float32).at[bj, anchor].set(quality_p)
     iou_m = jnp.zeros((b, a), jnp.float32).at[bj, anchor].set(iou_p)
-    # Anchors per gt: each positive counted at its first taking row.
+    # Anchors per gt: each positive counted once, at the pick of its first taking row.
     row = jnp.repeat(jnp.arange(g, dtype=jnp.int32), k)[None, :]
-    taking = keep.reshape(b, g * k)
-    first = jnp.full((b, a), g, jnp.int32).at[bj, anchor].min(jnp.where(taking, row, g))
-    once = fg_p & taking & (row == first[bj, anchor])
+    first = first_takers(idx, keep, a)
+    once = fg_p & keep.reshape(b, g * k) & (row == first[bj, anchor])
     count = jnp.zeros((b, g), jnp.int32).at[bj, m_p].add(once.astype(jnp.int32))   # [B, G]
 
     candidate = jnp.any(inside, axis=2)
