@@ -88,7 +88,8 @@ def workload(s) -> dict:
     if why is None:
         ref = s.reference.official("torch-forward", {
             "model": s.model, "hw": list(s.hw), "batches": list(s.forward_batches),
-            "warmup": s.warmup, "steps": s.repeats, "device": "auto", "threads": 0})
+            "warmup": s.warmup, "steps": s.repeats, "device": "auto", "threads": 0,
+            "fp16": s.dtype == "bfloat16"})
         if "error" in ref:
             why, ref = ref["error"], None
     out = {}
@@ -100,7 +101,8 @@ def workload(s) -> dict:
                  if "forward" in s.eager else skipped("not requested (--eager)"))
         if ref is not None:
             r = ref["batches"][str(b)]
-            torch = {"impl": ref["impl"], "threads": ref["threads"], "median_s": r["step_s"],
+            torch = {"impl": ref["impl"], "threads": ref["threads"], "dtype": ref.get("dtype"),
+                     "median_s": r["step_s"],
                      "min_s": r["min_s"], "max_s": r["max_s"], "repeats": len(r["times"]),
                      "times_s": r["times"], "images_per_s": r["img_s"],
                      "peak_rss_mib": ref["peak_rss_mib"]}

@@ -11,13 +11,15 @@ nothing but the standard library and NumPy at module level::
 The official code is the YOLOX source tree (the folder holding ``yolox/``: an unpacked release,
 or the site-packages folder of an installed ``yolox``). Only ``yolox.models`` is imported; the
 few helpers it pulls from ``yolox.utils`` (``bboxes_iou``, ``meshgrid``) are loaded from their
-files, and loguru/torchvision are stubbed when missing.
+files (``cxcywh2xyxy`` and ``visualize_assign`` too, for sources after the 0.3.0 release), and
+loguru/torchvision are stubbed when missing.
 
 The training step is the official ``Trainer.train_one_iter``: ``model.train()``;
 ``model(images, targets)`` -> loss dict; ``zero_grad``; ``total_loss.backward()``;
 ``SGD(momentum 0.9, nesterov, wd 5e-4 on conv weights only)``.step(); ModelEMA update. It runs on
 CUDA when torch sees a GPU (``device``), then synchronising before each step's clock stops;
-``amp`` is the official ``--fp16`` (autocast + GradScaler).
+``amp`` is the official ``--fp16`` (autocast + GradScaler). The forward pass's ``fp16`` is the
+official evaluation's ``--fp16`` (the model and the images in float16), also on CUDA only.
 """
 from __future__ import annotations
 
@@ -110,14 +112,30 @@ def import_official(src: str):
     utils.__path__ = [str(root / "yolox" / "utils")]
     sys.modules["yolox.utils"] = utils
     yolox.utils = utils
-    for sub in ("boxes", "compat"):
+
+    def load(sub):
         spec = importlib.util.spec_from_file_location(f"yolox.utils.{sub}",
                                                       root / "yolox" / "utils" / f"{sub}.py")
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
-    utils.bboxes_iou = sys.modules["yolox.utils.boxes"].bboxes_iou
-    utils.meshgrid = sys.modules["yolox.utils.compat"].meshgrid
+        for name, value in vars(mod).items():  # what the file defines, as yolox.utils has it
+            if not name.startswith("_") and getattr(value, "__module__", None) == spec.name:
+                setattr(utils, name, value)
+
+    load("boxes")
+    load("compat")
+    # The head of releases after 0.3.0 also imports a debugging plot (only called by its
+    # visualize_assign_result method): from its file (demo_utils) when OpenCV is there, else a
+    # stub.
+    if (root / "yolox" / "utils" / "demo_utils.py").is_file():
+        try:
+            load("demo_utils")
+        except ImportError:
+            def visualize_assign(*args, **kwargs):
+                raise NotImplementedError("yolox.utils.visualize needs OpenCV")
+
+            utils.visualize_assign = visualize_assign
     import yolox.models as models
 
     return models
@@ -287,11 +305,17 @@ def forward_worker(cfg: dict) -> dict:
     model, device = official_model(cfg)
     model.eval()
     model.head.decode_in_inference = False
+    half = bool(cfg.get("fp16")) and device.type == "cuda"  # official eval's --fp16
+    if half:
+        model.half()
     h, w = cfg["hw"]
-    out = {"impl": _impl(torch, device), "threads": torch.get_num_threads(), "batches": {}}
+    out = {"impl": _impl(torch, device), "threads": torch.get_num_threads(), "batches": {},
+           "dtype": "float16" if half else "float32"}
     for batch in cfg["batches"]:
         x = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (batch, 3, h, w))
                              .astype(np.float32)).to(device)
+        if half:
+            x = x.half()
 
         def fwd():
             with torch.no_grad():

@@ -172,6 +172,10 @@ def markdown_table(result) -> str:
             f"{'-' if not jit else 'n/a' if mfu is None else f'{mfu * 100:.1f}%'} |")
     for reason, mark in notes.items():
         lines.append(f"\n{mark} PyTorch: {reason}")
+    precisions = sorted({(e.get("torch") or {}).get("dtype")
+                         for e in result["workloads"].values()} - {None})
+    if precisions and precisions != ["float32"]:
+        lines.append(f"\nPyTorch precision: {', '.join(precisions)} (the official --fp16)")
     return "\n".join(lines) + "\n"
 
 

@@ -224,12 +224,15 @@ def workload(s, names=("train", "startup")) -> dict:
         eager = skipped("not requested (--eager)")
 
     ref_cfg = {"model": s.model, "hw": list(s.hw), "batch": s.batch, "warmup": s.warmup,
-               "steps": s.repeats, "ema": True, "threads": 0, "device": "auto", "amp": False}
+               "steps": s.repeats, "ema": True, "threads": 0, "device": "auto",
+               # bfloat16 here is mixed precision; the official counterpart is --fp16 (CUDA only).
+               "amp": s.dtype == "bfloat16"}
     why = s.reference.need_model(s.model, s.model_overrides)
     if why is None:
         r = s.reference.official("torch-worker", ref_cfg)
         torch = skipped(r["error"]) if "error" in r else {
-            "impl": r["impl"], "threads": r["threads"], **summary(r["times"], s.batch),
+            "impl": r["impl"], "threads": r["threads"], "dtype": r.get("dtype"),
+            **summary(r["times"], s.batch),
             "build_s": r["build_s"], "first_step_s": r["first_step_s"],
             "peak_rss_mib": r["peak_rss_mib"], "loss": r["loss"]}
     else:
