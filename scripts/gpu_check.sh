@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/benchmarks.md in one run (about 6-8 minutes on one H100):
+# The GPU figures of docs/benchmarks.md in one run (sized to take under 8 minutes on one H100):
 #   - yolox-s 640, batch 64, float32 and bfloat16: training-step time, images/s, MFU, compile
 #     time, time to the first step and the compiled program's memory (`yolox-jax bench`), beside
 #     the official PyTorch YOLOX on the same GPU (float32, and its --fp16 beside bfloat16);
