@@ -47,7 +47,7 @@ py=${PYTHON:-python3}
 if [ "$smoke" = 1 ]; then
   bench_model=(-n yolox-nano --size 64 --batch 2 --forward-batches 1 --repeats 2 --warmup 1)
   train_model=(model.name=yolox-nano model.width=0.25 "data.input_size=(64,64)"
-               data.batch_size=2 run.max_steps=3 train.print_interval=1)
+               data.batch_size=2 data.num_workers=2 run.max_steps=3 train.print_interval=1)
 else
   # The synthetic set (3 classes, 160 px images, letterboxed to 640) with the yolox-s
   # architecture; Mosaic and the rest on the host, in worker processes.
