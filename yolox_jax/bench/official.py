@@ -133,7 +133,7 @@ def import_official(src: str):
             load("demo_utils")
         except ImportError:
             def visualize_assign(*args, **kwargs):
-                raise NotImplementedError("yolox.utils.visualize needs OpenCV")
+                raise NotImplementedError("yolox.utils.demo_utils needs OpenCV")
 
             utils.visualize_assign = visualize_assign
     import yolox.models as models
