@@ -42,6 +42,7 @@ out=$(realpath -m "$out")
 [ -n "$yolox_src" ] && yolox_src=$(realpath -m "$yolox_src")
 [ -n "$wheels" ] && wheels=$(realpath -m "$wheels")
 cd "$(dirname "$0")/.."
+root=$(pwd)
 py=${PYTHON:-python3}
 
 if [ "$smoke" = 1 ]; then
@@ -97,46 +98,6 @@ bench float32 || status=1
 bench bfloat16 || status=1
 train || status=1
 
-"$py" - "$out" <<'EOF' | tee "$out/summary.md"
-import json, sys
-from pathlib import Path
-
-out = Path(sys.argv[1])
-
-
-def fmt(v, unit="", scale=1.0, digits=3):
-    return "-" if v is None else f"{v * scale:.{digits}g}{unit}"
-
-
-print(f"# yolox-jax on {(out / 'devices.txt').read_text().strip()}\n")
-print("| precision | workload | batch | jit | images/s | MFU | compile | PyTorch | PyTorch / jit |")
-print("|---|---|---|---|---|---|---|---|---|")
-for dtype in ("float32", "bfloat16"):
-    path = out / dtype / "bench.json"
-    if not path.is_file():
-        print(f"| {dtype} | (no bench.json) | | | | | | | |")
-        continue
-    for key, e in json.loads(path.read_text())["workloads"].items():
-        jit, torch = e.get("jit") or {}, e.get("torch") or {}
-        ms = key != "startup"
-        ref = (f"{fmt(torch['median_s'], ' ms' if ms else ' s', 1e3 if ms else 1)} "
-               f"({torch.get('dtype') or 'float32'})" if "median_s" in torch else "-")
-        ratio = (e.get("speedup") or {}).get("torch_over_jit")
-        print(f"| {dtype} | {e.get('label', key)} | {e.get('batch', '-')} | "
-              f"{fmt(jit.get('median_s'), ' ms' if ms else ' s', 1e3 if ms else 1)} | {fmt(jit.get('images_per_s'))} | "
-              f"{fmt(jit.get('mfu'), ' %', 100)} | {fmt(jit.get('compile_s'), ' s')} | {ref} | "
-              f"{fmt(ratio, 'x')} |")
-log = out / "train.log"
-text = log.read_text() if log.is_file() else ""
-start = text.rfind("\n{")
-summary = json.loads(text[start:]) if start >= 0 else {}
-metrics = out / "train" / "metrics.jsonl"
-ips = []
-if metrics.is_file():
-    ips = [r["train/images_per_s"] for r in map(json.loads, metrics.read_text().splitlines())
-           if "train/images_per_s" in r]
-print(f"\nyolox-jax train: first step {summary.get('time_to_first_step_s', '-')} s after the "
-      f"start, stalls {summary.get('stall_s', '-')} s, images/s per logged interval "
-      f"(pipeline included): {', '.join(f'{v:.0f}' for v in ips) or '-'}")
-EOF
+"$py" "$root/scripts/gpu_summary.py" "$out" | tee "$out/summary.md"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 exit $status

@@ -126,3 +126,37 @@ def test_table_names_the_official_precision():
         {"workloads": {"train": entry}})
     entry["torch"]["dtype"] = "float32"
     assert "PyTorch precision" not in markdown_table({"workloads": {"train": entry}})
+
+
+def test_summary_reads_the_outputs_with_warnings_after_the_run_summary(tmp_path):
+    """scripts/gpu_summary.py: one row per workload and precision (the official side's
+    precision beside its time, seconds for the start-up row), and the training run's first
+    step, stalls and images/s, also when warnings follow the run's JSON summary in its log."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_summary
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    (tmp_path / "devices.txt").write_text("jax 0.11.2 [CudaDevice(id=0)]\n")
+    (tmp_path / "float32").mkdir()
+    train = {"label": "train step", "batch": 64,
+             "jit": {"median_s": 0.25, "images_per_s": 256.0, "mfu": 0.31, "compile_s": 41.0},
+             "torch": {"median_s": 0.5, "dtype": "float32"}, "speedup": {"torch_over_jit": 2.0}}
+    startup = {"label": "time to first train step", "batch": 64, "jit": {"median_s": 55.0},
+               "torch": {"skipped": "no source"}}
+    (tmp_path / "float32" / "bench.json").write_text(
+        json.dumps({"workloads": {"train": train, "startup": startup}}))
+    (tmp_path / "train.log").write_text(
+        "INFO first step done\n{\n  \"step\": 30,\n  \"time_to_first_step_s\": 61.5,\n"
+        "  \"stall_s\": 0.0\n}\nUserWarning: resource_tracker: 3 leaked shared_memory objects\n")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "train/images_per_s": v})
+                  for s, v in ((5, 120.4), (10, 950.6))) + "\n")
+    text = gpu_summary.summary(tmp_path)
+    assert text.startswith("# yolox-jax on jax 0.11.2 [CudaDevice(id=0)]")
+    assert "| float32 | train step | 64 | 250 ms | 256 | 31 % | 41 s | 500 ms (float32) | 2x |" in text
+    assert "| float32 | time to first train step | 64 | 55 s | - | - | - | - | - |" in text
+    assert "| bfloat16 | (no bench.json) |" in text
+    assert text.rstrip().endswith("first step 61.5 s after the start, stalls 0.0 s, images/s per "
+                                  "logged interval (pipeline included): 120, 951")
