@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --wheels) wheels=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
