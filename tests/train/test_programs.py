@@ -200,3 +200,35 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     assert not init_calls  # a resumed run restores its state and initialises nothing
     assert resumed["step"] == 12
     assert _rows(slow["run_dir"]) == sizes
+
+    # `yolox-jax compile` builds the trainer's own programs: compiling this config's step for
+    # the sizes the run used finds every one in the persistent cache the run filled (a program
+    # that differed in any way, the batch's shapes, dtypes or shardings included, would compile).
+    from yolox_jax.train import aot
+
+    cfg = load_config(None)
+    apply_overrides(cfg, SMALL)
+    used = sorted({tuple(int(v) for v in size) for size in sizes.values()})
+    import logging
+
+    messages = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    compiler_log = logging.getLogger("jax._src.compiler")
+    level = compiler_log.level
+    compiler_log.addHandler(handler)
+    compiler_log.setLevel(logging.DEBUG)
+    try:
+        reports = aot.compile_train_programs(cfg, sizes=used)
+    finally:
+        compiler_log.removeHandler(handler)
+        compiler_log.setLevel(level)
+    step_log = [m.split(" with key")[0] for m in messages if "'jit_step'" in m]
+    assert step_log == ["Persistent compilation cache hit for 'jit_step'"] * len(used), step_log
+    assert [r.program for r in reports] == [f"train:{h}x{w}" for h, w in used]
+    for r in reports:
+        assert r.devices == 1 and r.global_batch == cfg.data.batch_size
+        assert r.flops > 0 and r.temp_mib > 0 and r.argument_mib > 0 and r.fits is None
+    # More pixels, more temporaries and FLOPs.
+    by_area = sorted(reports, key=lambda r: np.prod([int(v) for v in r.program[6:].split("x")]))
+    assert by_area[0].flops < by_area[-1].flops and by_area[0].temp_mib < by_area[-1].temp_mib

@@ -22,7 +22,7 @@ import sys
 
 # Each command is a module of this package with HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS = ("train", "eval", "predict", "convert", "export", "verify", "assign-vis", "study-assign",
-            "bench")
+            "bench", "compile")
 
 _SECTIONS = ("model", "data", "train", "eval", "run")
 _OVERRIDE = re.compile(rf"^({'|'.join(_SECTIONS)})\.[A-Za-z_][A-Za-z0-9_]*=")

@@ -397,11 +397,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
         iterator = inputs.train_iterator(cfg, train_source, phase, local_batch,
                                          stats=data_stats)
 
-    step_fn = jit_train_step(
-        bind_train_step(model=model, tx=tx, ema=cfg.train.ema,
-                        ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
-                        loss_kwargs=loss_options(cfg)),
-        mesh, runtime_lr=True)
+    step_fn = train_step_fn(cfg, model, tx, mesh)
     prepare = inputs.batch_preparer(cfg, mesh)  # sharded (and, if so configured, augmented)
     host_batch = next(iterator)  # its shapes are those of every batch of the run
     abstract_batch = _abstract(prepare(host_batch))
@@ -575,6 +571,31 @@ def release_between_programs(outputs) -> None:
     if process.tuned()["malloc"]:
         jax.block_until_ready(outputs)
         process.release_free_memory()
+
+
+def train_step_fn(cfg, model, tx, mesh):
+    """The run's jitted train step ``(state, batch, size, use_l1, lr) -> (state, metrics)``:
+    the run's EMA and loss options, the learning rate a run-time input, the state replicated
+    and the batch split over ``mesh``."""
+    return jit_train_step(
+        bind_train_step(model=model, tx=tx, ema=cfg.train.ema,
+                        ema_decay_max=cfg.train.ema_decay, ema_ramp=cfg.train.ema_ramp,
+                        loss_kwargs=loss_options(cfg)),
+        mesh, runtime_lr=True)
+
+
+def abstract_batch(cfg, mesh) -> dict:
+    """Shapes, dtypes and shardings of the global batch the train step takes from the host
+    pipeline (uint8 images at ``data.input_size``, labels padded to ``data.max_labels``): what
+    the step's programs are lowered for without data."""
+    from yolox_jax.train.sharding import batch_sharded
+
+    b, (h, w), n = cfg.data.batch_size, cfg.data.input_size, cfg.data.max_labels
+    sharding = batch_sharded(mesh)
+    spec = {"images": ((b, h, w, 3), jnp.uint8), "labels": ((b, n, 5), jnp.float32),
+            "label_mask": ((b, n), jnp.bool_)}
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+            for k, (shape, dtype) in spec.items()}
 
 
 def _abstract(tree):
