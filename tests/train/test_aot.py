@@ -67,11 +67,13 @@ def test_table_says_what_does_not_fit():
     row = dict(program="train:640x640", devices=4, device_kind="TPU v5 lite", global_batch=256,
                compile_s=12.0, flops=2.5e12, argument_mib=100.0, output_mib=10.0, alias_mib=10.0,
                temp_mib=20000.0, code_mib=5.0, device_mib=16384.0)
-    big = aot.ProgramReport(**row, total_mib=20105.0, fits=False)
-    small = aot.ProgramReport(**{**row, "temp_mib": 8000.0}, total_mib=8105.0, fits=True)
+    big = aot.ProgramReport(**row, total_mib=20105.0, peak_mib=19000.0, fits=False)
+    small = aot.ProgramReport(**{**row, "temp_mib": 8000.0}, total_mib=8105.0, peak_mib=None,
+                              fits=True)
     lines = aot.table([big, small]).splitlines()
     assert "| NO |" in lines[2] and "| yes |" in lines[3]
-    assert "4 x TPU v5 lite" in lines[2] and "19.63 GiB" in lines[2] and "2500" in lines[2]
+    assert "4 x TPU v5 lite" in lines[2] and "19.63 GiB | 18.55 GiB" in lines[2]
+    assert "2500" in lines[2] and "7.92 GiB | - |" in lines[3]
 
 
 def test_errors_name_what_is_wrong(monkeypatch):

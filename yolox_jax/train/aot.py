@@ -107,6 +107,7 @@ class ProgramReport:
     temp_mib: float
     code_mib: float
     total_mib: float             # argument + output - alias + temp + code
+    peak_mib: float | None       # XLA's own peak estimate, where the backend gives one
     device_mib: float | None     # what one device holds, where known
     fits: bool | None
 
@@ -150,32 +151,47 @@ def compile_train_programs(cfg, devices=None, sizes="largest") -> list[ProgramRe
 
 
 def _report(name, compiled, devices, global_batch, seconds, capacity) -> ProgramReport:
-    from yolox_jax.bench.common import program_stats
-
-    stats = program_stats(compiled)
-    mem = stats["program_mib"] or {}
-    total = mem.get("total", 0.0)
-    device_mib = capacity / MIB if capacity else None
+    mib = {}
+    try:
+        mem = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - a backend without the analysis
+        mem = None
+    for key in ("argument", "output", "alias", "temp", "generated_code", "peak_memory"):
+        value = getattr(mem, f"{key}_size_in_bytes" if key != "peak_memory"
+                        else "peak_memory_in_bytes", None)
+        mib[key] = None if value is None else round(value / MIB, 1)
+    total = sum(mib[k] or 0.0 for k in ("argument", "output", "temp", "generated_code")) \
+        - (mib["alias"] or 0.0)
+    flops = None
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops = float(cost.get("flops", 0.0)) or None
+    except Exception:  # noqa: BLE001 - optional figure
+        pass
+    device_mib = round(capacity / MIB, 1) if capacity else None
     return ProgramReport(
         program=name, devices=len(devices), device_kind=str(devices[0].device_kind),
-        global_batch=global_batch, compile_s=round(seconds, 1), flops=stats["flops"],
-        **{f"{k}_mib": round(mem.get(k, 0.0), 1) for k in ("argument", "output", "alias", "temp")},
-        code_mib=round(mem.get("generated_code", 0.0), 1), total_mib=round(total, 1),
-        device_mib=round(device_mib, 1) if device_mib else None,
+        global_batch=global_batch, compile_s=round(seconds, 1), flops=flops,
+        argument_mib=mib["argument"] or 0.0, output_mib=mib["output"] or 0.0,
+        alias_mib=mib["alias"] or 0.0, temp_mib=mib["temp"] or 0.0,
+        code_mib=mib["generated_code"] or 0.0, total_mib=round(total, 1),
+        peak_mib=mib["peak_memory"], device_mib=device_mib,
         fits=None if device_mib is None else bool(total <= device_mib))
 
 
 def table(reports: list[ProgramReport]) -> str:
     """The reports as a Markdown table."""
     lines = ["| program | devices | global batch | per device: arguments | temporaries | total "
-             "| device holds | fits | GFLOPs per device | compile |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| XLA peak | device holds | fits | GFLOPs per device | compile |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         holds = f"{r.device_mib / 1024:.1f} GiB" if r.device_mib else "-"
         fits = "-" if r.fits is None else ("yes" if r.fits else "NO")
         gflops = f"{r.flops / 1e9:.0f}" if r.flops else "-"
+        peak = f"{r.peak_mib / 1024:.2f} GiB" if r.peak_mib is not None else "-"
         lines.append(f"| {r.program} | {r.devices} x {r.device_kind} | {r.global_batch} | "
                      f"{r.argument_mib:.0f} MiB | {r.temp_mib:.0f} MiB | "
-                     f"{r.total_mib / 1024:.2f} GiB | {holds} | {fits} | {gflops} | "
+                     f"{r.total_mib / 1024:.2f} GiB | {peak} | {holds} | {fits} | {gflops} | "
                      f"{r.compile_s:.0f} s |")
     return "\n".join(lines)
