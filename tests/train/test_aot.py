@@ -27,7 +27,7 @@ def test_abstract_batch_is_the_pipelines_batch():
     """What the programs are lowered for: the shapes, dtypes and shardings of the batch the
     training loop hands the step (the synthetic pipeline, read here)."""
     from yolox_jax.train import inputs
-    from yolox_jax.train.loop import abstract_batch, close_iterator
+    from yolox_jax.train.loop import abstract_train_batch, close_iterator
     from yolox_jax.train.sharding import make_mesh
 
     cfg = load_config("synthetic", ["data.synthetic_train_images=8", "data.batch_size=4",
@@ -39,7 +39,7 @@ def test_abstract_batch_is_the_pipelines_batch():
         real = inputs.batch_preparer(cfg, mesh)(next(iterator))
     finally:
         close_iterator(iterator)
-    want = abstract_batch(cfg, mesh)
+    want = abstract_train_batch(cfg, mesh)
     assert sorted(real) == sorted(want)
     for k, v in real.items():
         assert (v.shape, v.dtype, v.sharding) == (want[k].shape, want[k].dtype,

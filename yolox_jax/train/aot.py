@@ -117,8 +117,8 @@ class ProgramReport:
 
 def compile_train_programs(cfg, devices=None, sizes="largest") -> list[ProgramReport]:
     """Compile the trainer's step of ``cfg`` (:func:`yolox_jax.train.loop.train_step_fn`, for
-    :func:`yolox_jax.train.loop.abstract_batch`) for each input size on a 1-D data mesh over
-    ``devices`` (default: every device of this process; or :func:`topology_devices`), and
+    :func:`yolox_jax.train.loop.abstract_train_batch`) for each input size on a 1-D data mesh
+    over ``devices`` (default: every device of this process; or :func:`topology_devices`), and
     report each program. ``sizes``: a :func:`train_sizes` choice or a list of ``(h, w)``."""
     import copy
 
@@ -137,7 +137,7 @@ def compile_train_programs(cfg, devices=None, sizes="largest") -> list[ProgramRe
     model = loop.model_from_config(cfg)
     tx = make_optimizer(momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     state = loop._abstract(loop.abstract_state(cfg, model, tx, mesh))
-    batch = loop.abstract_batch(cfg, mesh)
+    batch = loop.abstract_train_batch(cfg, mesh)
     step = loop.train_step_fn(cfg, model, tx, mesh)
     capacity = device_memory_bytes(devices[0])
     reports = []

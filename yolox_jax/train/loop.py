@@ -584,7 +584,7 @@ def train_step_fn(cfg, model, tx, mesh):
         mesh, runtime_lr=True)
 
 
-def abstract_batch(cfg, mesh) -> dict:
+def abstract_train_batch(cfg, mesh) -> dict:
     """Shapes, dtypes and shardings of the global batch the train step takes from the host
     pipeline (uint8 images at ``data.input_size``, labels padded to ``data.max_labels``): what
     the step's programs are lowered for without data."""
