@@ -1,6 +1,7 @@
 """Training starts after one compile: the input-size schedule (sizes join the draw one at a
 time, never depending on compile timing), and the programs compiled ahead in the background."""
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -209,8 +210,6 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     cfg = load_config(None)
     apply_overrides(cfg, SMALL)
     used = sorted({tuple(int(v) for v in size) for size in sizes.values()})
-    import logging
-
     messages = []
     handler = logging.Handler(logging.DEBUG)
     handler.emit = lambda record: messages.append(record.getMessage())
