@@ -151,34 +151,22 @@ def compile_train_programs(cfg, devices=None, sizes="largest") -> list[ProgramRe
 
 
 def _report(name, compiled, devices, global_batch, seconds, capacity) -> ProgramReport:
-    mib = {}
-    try:
-        mem = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - a backend without the analysis
-        mem = None
-    for key in ("argument", "output", "alias", "temp", "generated_code", "peak_memory"):
-        value = getattr(mem, f"{key}_size_in_bytes" if key != "peak_memory"
-                        else "peak_memory_in_bytes", None)
-        mib[key] = None if value is None else round(value / MIB, 1)
-    total = sum(mib[k] or 0.0 for k in ("argument", "output", "temp", "generated_code")) \
-        - (mib["alias"] or 0.0)
-    flops = None
-    try:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0)) or None
-    except Exception:  # noqa: BLE001 - optional figure
-        pass
+    from yolox_jax.bench.common import program_stats
+
+    stats = program_stats(compiled)
+    mem = stats["program_mib"] or {}
+    peak = None
+    if devices[0].platform != "cpu":  # XLA:CPU's figure leaves out its temporaries
+        peak_bytes = getattr(compiled.memory_analysis(), "peak_memory_in_bytes", None)
+        peak = None if peak_bytes is None else round(peak_bytes / MIB, 1)
     device_mib = round(capacity / MIB, 1) if capacity else None
+    total = mem.get("total", 0.0)
     return ProgramReport(
         program=name, devices=len(devices), device_kind=str(devices[0].device_kind),
-        global_batch=global_batch, compile_s=round(seconds, 1), flops=flops,
-        argument_mib=mib["argument"] or 0.0, output_mib=mib["output"] or 0.0,
-        alias_mib=mib["alias"] or 0.0, temp_mib=mib["temp"] or 0.0,
-        code_mib=mib["generated_code"] or 0.0, total_mib=round(total, 1),
-        # XLA:CPU's figure leaves out its temporaries: none rather than a misleading one.
-        peak_mib=None if devices[0].platform == "cpu" else mib["peak_memory"],
-        device_mib=device_mib,
+        global_batch=global_batch, compile_s=round(seconds, 1), flops=stats["flops"],
+        **{f"{k}_mib": round(mem.get(k, 0.0), 1) for k in ("argument", "output", "alias", "temp")},
+        code_mib=round(mem.get("generated_code", 0.0), 1), total_mib=round(total, 1),
+        peak_mib=peak, device_mib=device_mib,
         fits=None if device_mib is None else bool(total <= device_mib))
 
 
