@@ -140,6 +140,48 @@ def test_a_flipped_bit_in_any_file_never_restores_wrong_values(tmp_path, caplog)
     assert any(d.startswith("meta/") for d in detected) and any(d.startswith("config/") for d in detected)
 
 
+def test_damage_to_the_state_store_is_found_before_orbax_reads_the_step(tmp_path, monkeypatch):
+    """A flipped bit in the state store's manifest, b-tree nodes or ``_METADATA``, and a truncated
+    data file, are found by the synchronous preflight: the restore falls back to step 1 without
+    Orbax ever reading step 2 (Orbax's asynchronous reads of a damaged store can hang)."""
+    import orbax.checkpoint as ocp
+
+    from yolox_jax.train.checkpoint import CheckpointError, preflight
+
+    files = _two_steps(tmp_path / "clean")
+    step2 = tmp_path / "clean" / "latest" / "2"
+    state = step2 / "state"
+    structure = [f for f in files if f.name in ("manifest.ocdbt", "_METADATA") and f.parent == state
+                 or f.parent == state / "d"]
+    assert {f.name for f in structure} >= {"manifest.ocdbt", "_METADATA"} and len(structure) >= 3
+    data = max((f for f in files if f.parent.name == "d" and f.parent != state / "d"),
+               key=lambda f: f.stat().st_size)
+    asked = []
+    real_restore = ocp.CheckpointManager.restore
+    monkeypatch.setattr(ocp.CheckpointManager, "restore",
+                        lambda self, step, *a, **k: asked.append(step) or real_restore(
+                            self, step, *a, **k))
+    preflight(step2)    # the undamaged step passes
+    for k, f in enumerate(structure + [data]):
+        run = tmp_path / f"run{k}"
+        shutil.copytree(tmp_path / "clean", run)
+        target = run / f.relative_to(tmp_path / "clean")
+        raw = bytearray(target.read_bytes())
+        if f == data:
+            raw = raw[: len(raw) // 2]
+        else:
+            raw[len(raw) // 2] ^= 0x10
+        target.write_bytes(bytes(raw))
+        with pytest.raises(CheckpointError, match="latest/2"):
+            preflight(run / "latest" / "2")
+        asked.clear()
+        ck = Checkpointer(run, async_save=False)
+        restored = ck.restore(abstract_like(_rich_state(0)))
+        ck.close()
+        assert restored["step"] == 1 and asked == [1], (f.relative_to(step2), asked)
+        assert _same(restored["state"], _rich_state(1))
+
+
 def test_verify_reports_every_step(tmp_path, capsys):
     from yolox_jax.cli import main
     from yolox_jax.train.checkpoint import verify

@@ -18,7 +18,7 @@ Verified: every step also holds ``checksums`` (CRC32 of every state array, of th
 config and of the meta record, computed from the values being saved). Restoring checks them; a
 step that fails (a flipped bit, a truncated or unreadable file) is named in a warning and the next
 older step is used (:meth:`Checkpointer.restore`, :func:`read_variables`); :func:`verify` reports
-every step.
+every step. Before Orbax reads a step, :func:`preflight` reads its state store synchronously.
 
 Disk problems stop the run at the save they hit, with one message naming the last complete
 checkpoint: :meth:`Checkpointer.check_space` (free space against the size of a checkpoint, at start
@@ -353,6 +353,7 @@ class Checkpointer:
             if data_iterator is not None:
                 items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
             try:
+                preflight(where)
                 restored = dict(manager.restore(s, args=ocp.args.Composite(**items)))
                 if packed:
                     arrays = unpack(restored["state"], restored["layout"],
@@ -405,6 +406,60 @@ def _local_target(state_dir: Path):
     return jax.tree_util.tree_map(leaf, tree)
 
 
+def _zarr_metadata_keys(tree_metadata: dict) -> list[str]:
+    """The array names (``a.b``, as Orbax names them in its store) of the ``tree_metadata`` of an
+    Orbax ``_METADATA`` file."""
+    paths = []
+    for entry in tree_metadata.values():
+        paths.append(".".join(str(k["key"]) for k in entry["key_metadata"]))
+    return paths
+
+
+def preflight(step_dir: Path) -> None:
+    """Read the structure of a step's ``state`` item synchronously; CheckpointError naming what is
+    damaged.
+
+    An OCDBT store (what Orbax writes) is read with tensorstore's blocking calls: its manifest and
+    b-tree (CRC-32C checked), every stored value (a truncated or missing data file fails here),
+    the array metadata records, and the array names of ``_METADATA`` against the store. Orbax
+    reads the same files through asyncio and tensorstore futures, and a read that fails there
+    while others are pending can hang the process (a lock-order wait between tensorstore and
+    the Python interpreter when asyncio cancels the pending futures); damage found here never
+    reaches that path. Array chunks are checked afterwards by their checksums."""
+    state = Path(step_dir) / "state"
+    if not (state / "manifest.ocdbt").exists():
+        return      # an array-per-file layout (tensorstore's own files): Orbax reads and reports it
+    import tensorstore as ts
+
+    try:
+        tree = json.loads((state / "_METADATA").read_text())["tree_metadata"]
+        names = _zarr_metadata_keys(tree)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"state/_METADATA is unreadable ({_short(err)}) ({step_dir})") from None
+    try:
+        store = ts.KvStore.open({"driver": "ocdbt", "base": state.as_uri() + "/"}).result()
+        keys = {k.decode() for k in store.list().result()}
+        records = {}
+        for key in sorted(keys):        # one value in memory at a time; metadata records kept
+            value = store.read(key).result().value
+            if key.endswith((".zarray", "zarr.json")):
+                records[key] = value
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"state store: {_short(err)} ({step_dir})") from None
+    for name in names:
+        record = next((f"{name}/{m}" for m in (".zarray", "zarr.json") if f"{name}/{m}" in keys),
+                      None)
+        if record is None:
+            raise CheckpointError(f"array {name!r} of state/_METADATA is not in the state store "
+                                  f"({step_dir})")
+        try:
+            meta = json.loads(records[record])
+            meta["shape"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"state store record {record} is unreadable ({_short(err)}) "
+                                  f"({step_dir})") from None
+
+
 def _short(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:300]}"
@@ -430,6 +485,7 @@ def _read_step(manager, path: Path, step: int):
     check it; CheckpointError if the step cannot be read or does not match its checksums."""
     where = path / str(step)
     packed = is_packed(where)
+    preflight(where)
     try:
         items = dict(config=ocp.args.JsonRestore())
         if packed:
