@@ -38,7 +38,8 @@ def worker_env(**extra):
 
     env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
     kept = [f for f in env.get("XLA_FLAGS", "").split()
-            if f.startswith(("--xla_backend_optimization_level=", "--xla_cpu_use_fusion_emitters="))]
+            if f.startswith(("--xla_backend_optimization_level=", "--xla_cpu_use_fusion_emitters=",
+                             "--xla_cpu_parallel_codegen_split_count="))]
     if kept:
         env["XLA_FLAGS"] = " ".join(kept)
     else:
