@@ -182,6 +182,30 @@ def test_damage_to_the_state_store_is_found_before_orbax_reads_the_step(tmp_path
         assert _same(restored["state"], _rich_state(1))
 
 
+def test_preflight_knows_every_leaf_orbax_writes(tmp_path):
+    """Arrays, scalars, empty nodes and None leaves, saved by Orbax as one array per leaf: the
+    preflight passes the step, and names an array that ``_METADATA`` lists but the store lacks."""
+    import json
+
+    import orbax.checkpoint as ocp
+
+    from yolox_jax.train.checkpoint import CheckpointError, preflight
+
+    saver = ocp.StandardCheckpointer()
+    saver.save(tmp_path / "1" / "state", {"a": jnp.ones(3), "b": np.ones(2), "n": 3, "f": 1.5,
+                                          "e": {}, "z": None})
+    saver.wait_until_finished()
+    preflight(tmp_path / "1")
+    meta_file = tmp_path / "1" / "state" / "_METADATA"
+    meta = json.loads(meta_file.read_text())
+    entry = meta["tree_metadata"].pop("('n',)")
+    entry["key_metadata"][0]["key"] = "m"
+    meta["tree_metadata"]["('m',)"] = entry
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="'m' of state/_METADATA is not in the state store"):
+        preflight(tmp_path / "1")
+
+
 def test_verify_reports_every_step(tmp_path, capsys):
     from yolox_jax.cli import main
     from yolox_jax.train.checkpoint import verify

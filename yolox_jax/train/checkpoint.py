@@ -406,12 +406,17 @@ def _local_target(state_dir: Path):
     return jax.tree_util.tree_map(leaf, tree)
 
 
+_STORED_ARRAYS = ("np.ndarray", "jax.Array", "scalar")   # what Orbax writes as zarr arrays
+
+
 def _zarr_metadata_keys(tree_metadata: dict) -> list[str]:
-    """The array names (``a.b``, as Orbax names them in its store) of the ``tree_metadata`` of an
-    Orbax ``_METADATA`` file."""
+    """The names (``a.b``, as Orbax names them in its store) of the arrays an Orbax ``_METADATA``
+    file's ``tree_metadata`` lists (empty nodes and ``None`` leaves have none)."""
     paths = []
     for entry in tree_metadata.values():
-        paths.append(".".join(str(k["key"]) for k in entry["key_metadata"]))
+        value = entry.get("value_metadata") or {}
+        if value.get("value_type") in _STORED_ARRAYS and not value.get("skip_deserialize"):
+            paths.append(".".join(str(k["key"]) for k in entry["key_metadata"]))
     return paths
 
 
