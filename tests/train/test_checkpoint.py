@@ -182,10 +182,12 @@ def test_damage_to_the_state_store_is_found_before_orbax_reads_the_step(tmp_path
         assert _same(restored["state"], _rich_state(1))
 
 
-def test_preflight_knows_every_leaf_orbax_writes(tmp_path):
+def test_preflight_knows_every_leaf_orbax_writes(tmp_path, monkeypatch):
     """Arrays, scalars, empty nodes and None leaves, saved by Orbax as one array per leaf: the
-    preflight passes the step, and names an array that ``_METADATA`` lists but the store lacks."""
+    preflight passes the step (also given as a relative path), and names an array that
+    ``_METADATA`` lists but the store lacks."""
     import json
+    from pathlib import Path
 
     import orbax.checkpoint as ocp
 
@@ -196,6 +198,8 @@ def test_preflight_knows_every_leaf_orbax_writes(tmp_path):
                                           "e": {}, "z": None})
     saver.wait_until_finished()
     preflight(tmp_path / "1")
+    monkeypatch.chdir(tmp_path)
+    preflight(Path("1"))
     meta_file = tmp_path / "1" / "state" / "_METADATA"
     meta = json.loads(meta_file.read_text())
     entry = meta["tree_metadata"].pop("('n',)")

@@ -431,7 +431,7 @@ def preflight(step_dir: Path) -> None:
     while others are pending can hang the process (a lock-order wait between tensorstore and
     the Python interpreter when asyncio cancels the pending futures); damage found here never
     reaches that path. Array chunks are checked afterwards by their checksums."""
-    state = Path(step_dir) / "state"
+    state = Path(step_dir).absolute() / "state"
     if not (state / "manifest.ocdbt").exists():
         return      # an array-per-file layout (tensorstore's own files): Orbax reads and reports it
     import tensorstore as ts
