@@ -420,13 +420,24 @@ def _zarr_metadata_keys(tree_metadata: dict) -> list[str]:
     return paths
 
 
+def _read_last_byte(store, key: str) -> None:
+    """Read the last byte of a stored value (its data file reaches that far); an empty value is
+    read whole."""
+    try:
+        store.read(key, byte_range=slice(-1, None)).result()
+    except ValueError:
+        if store.read(key).result().value:   # not empty: the suffix read's error stands
+            raise
+
+
 def preflight(step_dir: Path) -> None:
     """Read the structure of a step's ``state`` item synchronously; CheckpointError naming what is
     damaged.
 
     An OCDBT store (what Orbax writes) is read with tensorstore's blocking calls: its manifest and
-    b-tree (CRC-32C checked), every stored value (a truncated or missing data file fails here),
-    the array metadata records, and the array names of ``_METADATA`` against the store. Orbax
+    b-tree (CRC-32C checked), the last byte of every stored value (a truncated or missing data
+    file fails here; nothing of the size of the state is read or held), the array metadata
+    records, and the array names of ``_METADATA`` against the store. Orbax
     reads the same files through asyncio and tensorstore futures, and a read that fails there
     while others are pending can hang the process (a lock-order wait between tensorstore and
     the Python interpreter when asyncio cancels the pending futures); damage found here never
@@ -444,11 +455,10 @@ def preflight(step_dir: Path) -> None:
     try:
         store = ts.KvStore.open({"driver": "ocdbt", "base": state.as_uri() + "/"}).result()
         keys = {k.decode() for k in store.list().result()}
-        records = {}
-        for key in sorted(keys):        # one value in memory at a time; metadata records kept
-            value = store.read(key).result().value
-            if key.endswith((".zarray", "zarr.json")):
-                records[key] = value
+        records = {key: store.read(key).result().value for key in sorted(keys)
+                   if key.endswith((".zarray", "zarr.json"))}
+        for key in sorted(keys - set(records)):
+            _read_last_byte(store, key)
     except (ValueError, OSError) as err:
         raise CheckpointError(f"state store: {_short(err)} ({step_dir})") from None
     for name in names:
