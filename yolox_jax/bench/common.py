@@ -164,6 +164,14 @@ def compile_timed(jitted, *args, **kwargs):
     return compiled, lower_s, time.perf_counter() - t0
 
 
+def memory_analysis(compiled):
+    """The compiled program's ``memory_analysis()``, or None where the backend has none."""
+    try:
+        return compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - optional figure
+        return None
+
+
 def program_stats(compiled) -> dict:
     """FLOPs (``cost_analysis``) and memory (``memory_analysis``, MiB) of a compiled program;
     None where the backend does not say."""
@@ -177,10 +185,7 @@ def program_stats(compiled) -> dict:
     except Exception:  # noqa: BLE001 - optional figure
         pass
     memory = None
-    try:
-        mem = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001
-        mem = None
+    mem = memory_analysis(compiled)
     if mem is not None:
         fields = ("argument", "output", "alias", "temp", "generated_code")
         memory = {k: getattr(mem, f"{k}_size_in_bytes", 0) / MIB for k in fields}

@@ -151,13 +151,13 @@ def compile_train_programs(cfg, devices=None, sizes="largest") -> list[ProgramRe
 
 
 def _report(name, compiled, devices, global_batch, seconds, capacity) -> ProgramReport:
-    from yolox_jax.bench.common import program_stats
+    from yolox_jax.bench.common import memory_analysis, program_stats
 
     stats = program_stats(compiled)
     mem = stats["program_mib"] or {}
     peak = None
     if devices[0].platform != "cpu":  # XLA:CPU's figure leaves out its temporaries
-        peak_bytes = getattr(compiled.memory_analysis(), "peak_memory_in_bytes", None)
+        peak_bytes = getattr(memory_analysis(compiled), "peak_memory_in_bytes", None)
         peak = None if peak_bytes is None else round(peak_bytes / MIB, 1)
     device_mib = round(capacity / MIB, 1) if capacity else None
     total = mem.get("total", 0.0)

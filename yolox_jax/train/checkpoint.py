@@ -407,6 +407,7 @@ def _local_target(state_dir: Path):
 
 
 _STORED_ARRAYS = ("np.ndarray", "jax.Array", "scalar")   # what Orbax writes as zarr arrays
+_ARRAY_RECORDS = (".zarray", "zarr.json")                 # an array's record, zarr v2 or v3
 
 
 def _zarr_metadata_keys(tree_metadata: dict) -> list[str]:
@@ -456,14 +457,13 @@ def preflight(step_dir: Path) -> None:
         store = ts.KvStore.open({"driver": "ocdbt", "base": state.as_uri() + "/"}).result()
         keys = {k.decode() for k in store.list().result()}
         records = {key: store.read(key).result().value for key in sorted(keys)
-                   if key.endswith((".zarray", "zarr.json"))}
+                   if key.endswith(_ARRAY_RECORDS)}
         for key in sorted(keys - set(records)):
             _read_last_byte(store, key)
     except (ValueError, OSError) as err:
         raise CheckpointError(f"state store: {_short(err)} ({step_dir})") from None
     for name in names:
-        record = next((f"{name}/{m}" for m in (".zarray", "zarr.json") if f"{name}/{m}" in keys),
-                      None)
+        record = next((f"{name}/{m}" for m in _ARRAY_RECORDS if f"{name}/{m}" in keys), None)
         if record is None:
             raise CheckpointError(f"array {name!r} of state/_METADATA is not in the state store "
                                   f"({step_dir})")
