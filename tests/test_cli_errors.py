@@ -36,6 +36,16 @@ def test_user_errors_are_one_line_and_exit_2(capsys, argv, names):
     assert names in one_line_error(capsys, argv)
 
 
+@pytest.mark.parametrize("key, low", [("train.max_epoch", 1), ("train.print_interval", 1),
+                                      ("run.checkpoint_every_epochs", 1), ("run.max_steps", 0),
+                                      ("data.max_labels", 1), ("eval.interval", 1)])
+def test_counts_below_their_minimum_are_named(capsys, key, low):
+    """A count that would train no step, divide by zero or never log is refused, naming the
+    key, before anything compiles."""
+    line = one_line_error(capsys, ["train", f"{key}={low - 1}"])
+    assert line.endswith(f"({key})") and f"must be at least {low}" in line, line
+
+
 def test_corrupt_annotation_json_is_named(capsys, tmp_path):
     ann = tmp_path / "ann.json"
     ann.write_text('{"images": [')

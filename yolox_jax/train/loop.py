@@ -88,6 +88,18 @@ def model_from_config(cfg: config_lib.Config):
                        conv=conv_choice(cfg.model.conv), **overrides)
 
 
+# The counts of a run and their smallest valid values (0 where 0 means "off" or "automatic"): a
+# value below would train zero steps, divide by zero or never log, without saying why.
+COUNT_MINIMUMS = {
+    "data.batch_size": 1, "data.max_labels": 1, "data.num_workers": 0,
+    "data.multiscale_admit_steps": 0,
+    "train.max_epoch": 1, "train.warmup_epochs": 0, "train.no_aug_epochs": 0,
+    "train.steps_per_epoch": 0, "train.print_interval": 1,
+    "eval.interval": 1, "eval.batch_size": 1, "eval.max_detections": 1,
+    "run.keep_checkpoints": 1, "run.checkpoint_every_epochs": 1, "run.max_steps": 0,
+}
+
+
 def preflight(cfg: config_lib.Config) -> None:
     """Check what the user gave before anything compiles, raising a UserError that names the
     key or file: sizes, the model, the data (read once here; its problems are counted and
@@ -97,8 +109,11 @@ def preflight(cfg: config_lib.Config) -> None:
         size = tuple(getattr(d, key))
         if len(size) != 2 or any(v <= 0 or v % 32 for v in size):
             raise UserError(f"expects two positive multiples of 32, got {size}", f"data.{key}")
-    if d.batch_size < 1:
-        raise UserError(f"must be at least 1, got {d.batch_size}", "data.batch_size")
+    for key, low in COUNT_MINIMUMS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value < low:
+            raise UserError(f"must be at least {low}, got {value}", key)
     try:
         model_from_config(cfg)
     except ValueError as err:
