@@ -390,6 +390,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
         log.info("resumed from step %d (epoch %d, phase %s)", start_step,
                  start_step // plan.steps_per_epoch, phase)
     else:
+        if r.resume:
+            log.warning("--resume: no checkpoint in %s; starting a new run",
+                        run_dir / "checkpoints")
         # A new run's state is made in a thread, so that the initialiser compiles while the
         # data pipeline starts and the first step's program compiles: the first step waits for
         # the longer of the two compiles, not for their sum.
