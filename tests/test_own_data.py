@@ -115,10 +115,9 @@ def test_unusable_folders_are_user_errors(tmp_path):
 @pytest.mark.slow
 def test_train_on_a_coco_folder_from_the_command_line(tmp_path, capsys, caplog):
     """--data trains on a COCO-format folder; --minutes times the step and fits the epochs to
-    the budget (recorded in the run's config, so that a resumed run keeps them); --resume on
-    a folder with no checkpoint starts a new run with a warning. The model,
-    sizes and batch are those of tests/train/test_resume.py: one compiled train step serves
-    both."""
+    the budget (recorded in the run's config, so that a resumed run keeps them); --resume on a
+    folder with no checkpoint starts a new run with a warning. The model, sizes and batch are
+    those of tests/train/test_resume.py: one compiled train step serves both."""
     root = write_coco_folder(tmp_path / "shapes", n_train=16, n_val=0, size=(96, 128),
                              names=("a", "b", "c"))
     rc = main(["train", "--data", str(root), "--resume", "--minutes", "0.1", "model.width=0.125",
