@@ -116,10 +116,12 @@ def test_unusable_folders_are_user_errors(tmp_path):
 def test_train_on_a_coco_folder_from_the_command_line(tmp_path, capsys, caplog):
     """--data trains on a COCO-format folder; --minutes times the step and fits the epochs to
     the budget (recorded in the run's config, so that a resumed run keeps them); --resume on a
-    folder with no checkpoint starts a new run with a warning. The model, sizes and batch are
-    those of tests/train/test_resume.py: one compiled train step serves both."""
+    folder with no checkpoint starts a new run with a warning; an unreadable image is reported
+    each epoch. The model, sizes and batch are those of tests/train/test_resume.py: one compiled
+    train step serves both."""
     root = write_coco_folder(tmp_path / "shapes", n_train=16, n_val=0, size=(96, 128),
                              names=("a", "b", "c"))
+    (root / "train" / "005.jpg").write_bytes(b"not a JPEG")
     rc = main(["train", "--data", str(root), "--resume", "--minutes", "0.1", "model.width=0.125",
                "data.input_size=(96,128)", "data.test_size=(96,128)", "data.batch_size=4",
                "data.max_labels=16", f"run.output_dir={tmp_path}", "run.tensorboard=false"])
@@ -128,6 +130,11 @@ def test_train_on_a_coco_folder_from_the_command_line(tmp_path, capsys, caplog):
     # --resume where there is nothing to resume starts a new run, and says so.
     assert (f"--resume: no checkpoint in {tmp_path / 'shapes-yolox-tiny' / 'checkpoints'}"
             in caplog.text)
+    # The unreadable image is reported for every epoch, over all of the epoch's 16 images.
+    epoch_lines = [r.getMessage() for r in caplog.records if " data: " in r.getMessage()
+                   and r.getMessage().startswith("epoch ")]
+    assert epoch_lines and all(" data: 16 images: " in m and "005.jpg" in m
+                               for m in epoch_lines), epoch_lines
     saved = json.loads((tmp_path / "shapes-yolox-tiny" / "config.json").read_text())
     assert saved["model"]["num_classes"] == 3 and saved["data"]["source"] == "coco"
     assert saved["data"]["val_ann"] == ""

@@ -467,7 +467,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     redirect = logging_redirect_tqdm()
     redirect.__enter__()
     last, pending, evaluation, first_step_s, last_size = {}, None, {}, None, None
-    epoch_counts = data_stats.as_dict()
+    # The data counted before the loop (its first batch) belongs to the first epoch's count.
+    epoch_counts: dict = {}
     t_images, t_start = 0, time.perf_counter()
 
     def check(pending):
