@@ -46,6 +46,22 @@ def test_counts_below_their_minimum_are_named(capsys, key, low):
     assert line.endswith(f"({key})") and f"must be at least {low}" in line, line
 
 
+def test_validation_categories_other_than_the_training_ones_are_named(capsys, tmp_path):
+    """Evaluation writes class i as the validation data's i-th category id: a validation set
+    with another category list would be scored against the wrong categories."""
+    import json
+
+    from test_own_data import write_coco_folder
+
+    root = write_coco_folder(tmp_path / "data", n_train=4, n_val=2, names=("cat", "dog"))
+    val = root / "annotations" / "instances_val.json"
+    ann = json.loads(val.read_text())
+    ann["categories"].append({"id": 5, "name": "bird"})
+    val.write_text(json.dumps(ann))
+    line = one_line_error(capsys, ["train", "--data", str(root)])
+    assert line.endswith(f"({val})") and "only in validation: 'bird' (id 5)" in line, line
+
+
 def test_corrupt_annotation_json_is_named(capsys, tmp_path):
     ann = tmp_path / "ann.json"
     ann.write_text('{"images": [')

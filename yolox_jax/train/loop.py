@@ -118,7 +118,9 @@ def preflight(cfg: config_lib.Config) -> None:
         model_from_config(cfg)
     except ValueError as err:
         raise UserError(str(err), "model.name / model.*") from None
-    train_source, _ = inputs.build_sources(d)
+    train_source, val_source = inputs.build_sources(d)
+    if val_source is not None:
+        check_same_categories(train_source, val_source)
     if cfg.model.num_classes != train_source.num_classes:
         raise UserError(f"is {cfg.model.num_classes} but the training data has "
                         f"{train_source.num_classes} classes ({', '.join(train_source.class_names[:8])}"
@@ -129,6 +131,25 @@ def preflight(cfg: config_lib.Config) -> None:
     check_assigner(cfg)
     check_no_earlier_run(run_dir_of(cfg), cfg.run.resume)
     ensure_writable(run_dir_of(cfg))
+
+
+def check_same_categories(train_source, val_source) -> None:
+    """The validation data has the training data's categories (UserError naming the validation
+    annotations otherwise): evaluation writes the model's class i as the validation source's
+    i-th category id, so any other category list would score detections against the wrong
+    categories."""
+    def categories(source):
+        ids = list(getattr(source, "category_ids", None) or range(1, source.num_classes + 1))
+        return dict(zip(ids, source.class_names))
+
+    train, val = categories(train_source), categories(val_source)
+    if list(train) == list(val):
+        return
+    describe = lambda cats, other: ", ".join(  # noqa: E731
+        f"{name!r} (id {i})" for i, name in cats.items() if i not in other) or "none"
+    raise UserError(f"the validation categories are not the training ones (only in validation: "
+                    f"{describe(val, train)}; only in training: {describe(train, val)})",
+                    getattr(val_source, "ann_file", "the validation data"))
 
 
 def loss_options(cfg) -> dict:
