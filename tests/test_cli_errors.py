@@ -60,6 +60,14 @@ def test_validation_categories_other_than_the_training_ones_are_named(capsys, tm
     val.write_text(json.dumps(ann))
     line = one_line_error(capsys, ["train", "--data", str(root)])
     assert line.endswith(f"({val})") and "only in validation: 'bird' (id 5)" in line, line
+    # And evaluating a checkpoint on it (the categories are checked before the checkpoint).
+    data = [f"data.{k}={v}" for k, v in (("source", "coco"), ("train_images", root / "train"),
+                                         ("val_images", root / "val"),
+                                         ("train_ann", root / "annotations/instances_train.json"),
+                                         ("val_ann", val))]
+    line = one_line_error(capsys, ["eval", "-n", "yolox-nano", "--ckpt", str(tmp_path), *data,
+                                   "model.num_classes=2"])
+    assert line.endswith(f"({val})") and "only in validation: 'bird' (id 5)" in line, line
 
 
 def test_corrupt_annotation_json_is_named(capsys, tmp_path):

@@ -27,11 +27,12 @@ def run(args) -> int:
     from yolox_jax.errors import UserError
     from yolox_jax.eval.evaluate import evaluate
     from yolox_jax.train.inputs import build_sources
-    from yolox_jax.train.loop import model_from_config
+    from yolox_jax.train.loop import check_same_categories, model_from_config
 
-    _, val = build_sources(cfg.data)
+    train, val = build_sources(cfg.data)
     if val is None:
         raise UserError("the config has no validation data", "data.val_ann / data.val_split")
+    check_same_categories(train, val)
     model = model_from_config(cfg)
     variables = common.load_variables(args.ckpt, model, cfg.model.name, cfg.model.num_classes,
                                       use_ema=not args.raw)
