@@ -29,8 +29,9 @@ def one_line_error(capsys, argv) -> str:
     (["train", "model.name=yolox-q"], "model.name"),
     (["train", "--ckpt", "/no/such/run"], "(/no/such/run)"),
     (["eval", "--ckpt", "/no/such/run"], "(/no/such/run)"),
-    (["eval", "--ckpt", "/no/such/run", "data.source=coco", "data.train_ann=/x.json"],
+    (["eval", "--ckpt", "/no/such/run", "data.source=coco", "data.val_ann=/x.json"],
      "/x.json"),
+    (["eval", "--ckpt", "/no/such/run", "data.source=coco"], "(data.val_ann / data.val_split)"),
 ])
 def test_user_errors_are_one_line_and_exit_2(capsys, argv, names):
     assert names in one_line_error(capsys, argv)
@@ -68,6 +69,12 @@ def test_validation_categories_other_than_the_training_ones_are_named(capsys, tm
     line = one_line_error(capsys, ["eval", "-n", "yolox-nano", "--ckpt", str(tmp_path), *data,
                                    "model.num_classes=2"])
     assert line.endswith(f"({val})") and "only in validation: 'bird' (id 5)" in line, line
+    # Evaluating needs no training annotations (COCO's val2017 alone, say): without them the
+    # command goes on to the checkpoint (here: none).
+    (root / "annotations" / "instances_train.json").unlink()
+    line = one_line_error(capsys, ["eval", "-n", "yolox-nano", "--ckpt", str(tmp_path), *data,
+                                   "model.num_classes=2"])
+    assert "no complete checkpoint" in line and "instances_train" not in line, line
 
 
 def test_corrupt_annotation_json_is_named(capsys, tmp_path):

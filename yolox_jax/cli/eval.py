@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from yolox_jax.cli import common
 
@@ -26,13 +27,16 @@ def run(args) -> int:
     cfg = common.load(args)
     from yolox_jax.errors import UserError
     from yolox_jax.eval.evaluate import evaluate
-    from yolox_jax.train.inputs import build_sources
+    from yolox_jax.train.inputs import build_sources, build_val_source
     from yolox_jax.train.loop import check_same_categories, model_from_config
 
-    train, val = build_sources(cfg.data)
+    val = build_val_source(cfg.data)
     if val is None:
         raise UserError("the config has no validation data", "data.val_ann / data.val_split")
-    check_same_categories(train, val)
+    # The categories the model was trained on, where the training data is at hand (evaluating
+    # needs only the validation data: COCO's instances_train2017.json may be absent).
+    if cfg.data.source != "coco" or Path(cfg.data.train_ann).is_file():
+        check_same_categories(build_sources(cfg.data)[0], val)
     model = model_from_config(cfg)
     variables = common.load_variables(args.ckpt, model, cfg.model.name, cfg.model.num_classes,
                                       use_ema=not args.raw)

@@ -28,27 +28,39 @@ _last_sources: list = []
 
 
 def _build_sources(d: DataConfig):
+    return _split_source(d, "train"), _split_source(d, "val")
+
+
+def build_val_source(d: DataConfig):
+    """The validation source alone (None when the config has none): evaluation does not need
+    the training data (for COCO, ``instances_train2017.json`` need not be there)."""
+    return _split_source(d, "val")
+
+
+def _split_source(d: DataConfig, split: str):
+    """The source of ``split`` ("train" or "val"); None for a validation split the config does
+    not name."""
+    train = split == "train"
     if d.source == "synthetic":
-        train = data_lib.SyntheticShapes(d.synthetic_train_images, image_size=tuple(d.synthetic_image_size),
-                                         seed=d.synthetic_seed)
-        val = data_lib.SyntheticShapes(d.synthetic_val_images, image_size=tuple(d.synthetic_image_size),
-                                       seed=d.synthetic_seed + 1_000_003) if d.synthetic_val_images else None
-        return train, val
+        count = d.synthetic_train_images if train else d.synthetic_val_images
+        if not (train or count):
+            return None
+        return data_lib.SyntheticShapes(count, image_size=tuple(d.synthetic_image_size),
+                                        seed=d.synthetic_seed + (0 if train else 1_000_003))
     if d.source == "coco":
-        train = data_lib.CocoSource(d.train_ann, d.train_images)
-        val = data_lib.CocoSource(d.val_ann, d.val_images) if d.val_ann else None
-        return train, val
+        ann, images = (d.train_ann, d.train_images) if train else (d.val_ann, d.val_images)
+        return data_lib.CocoSource(ann, images) if train or ann else None
+    name = d.train_split if train else d.val_split
+    if not (train or name):
+        return None
     if d.source == "voc":
         years = tuple(y.strip() for y in d.voc_years.split(",") if y.strip())
         kw = {"years": years}
         if d.class_names:
             kw["class_names"] = [c.strip() for c in d.class_names.split(",")]
-        return (data_lib.VocSource(d.root, split=d.train_split, **kw),
-                data_lib.VocSource(d.root, split=d.val_split, **kw) if d.val_split else None)
+        return data_lib.VocSource(d.root, split=name, **kw)
     if d.source == "tfds":
-        return (data_lib.TfdsSource(d.tfds_name, split=d.train_split, data_dir=d.root or None),
-                data_lib.TfdsSource(d.tfds_name, split=d.val_split, data_dir=d.root or None)
-                if d.val_split else None)
+        return data_lib.TfdsSource(d.tfds_name, split=name, data_dir=d.root or None)
     raise UserError(f"data.source={d.source!r}: expected synthetic, coco, voc or tfds")
 
 
