@@ -40,6 +40,8 @@ def build_val_source(d: DataConfig):
 def _split_source(d: DataConfig, split: str):
     """The source of ``split`` ("train" or "val"); None for a validation split the config does
     not name."""
+    if d.source not in ("synthetic", "coco", "voc", "tfds"):
+        raise UserError(f"data.source={d.source!r}: expected synthetic, coco, voc or tfds")
     train = split == "train"
     if d.source == "synthetic":
         count = d.synthetic_train_images if train else d.synthetic_val_images
@@ -59,9 +61,7 @@ def _split_source(d: DataConfig, split: str):
         if d.class_names:
             kw["class_names"] = [c.strip() for c in d.class_names.split(",")]
         return data_lib.VocSource(d.root, split=name, **kw)
-    if d.source == "tfds":
-        return data_lib.TfdsSource(d.tfds_name, split=name, data_dir=d.root or None)
-    raise UserError(f"data.source={d.source!r}: expected synthetic, coco, voc or tfds")
+    return data_lib.TfdsSource(d.tfds_name, split=name, data_dir=d.root or None)
 
 
 def multiscale_choices(d: DataConfig) -> list[tuple[int, int]]:
