@@ -30,13 +30,16 @@ def run(args) -> int:
     from yolox_jax.train.inputs import build_sources, build_val_source
     from yolox_jax.train.loop import check_same_categories, model_from_config
 
-    val = build_val_source(cfg.data)
+    # The training data only where it is at hand, for the categories the model was trained on
+    # (evaluating needs only the validation data: COCO's instances_train2017.json may be absent).
+    if cfg.data.source != "coco" or Path(cfg.data.train_ann).is_file():
+        train, val = build_sources(cfg.data)
+    else:
+        train, val = None, build_val_source(cfg.data)
     if val is None:
         raise UserError("the config has no validation data", "data.val_ann / data.val_split")
-    # The categories the model was trained on, where the training data is at hand (evaluating
-    # needs only the validation data: COCO's instances_train2017.json may be absent).
-    if cfg.data.source != "coco" or Path(cfg.data.train_ann).is_file():
-        check_same_categories(build_sources(cfg.data)[0], val)
+    if train is not None:
+        check_same_categories(train, val)
     model = model_from_config(cfg)
     variables = common.load_variables(args.ckpt, model, cfg.model.name, cfg.model.num_classes,
                                       use_ema=not args.raw)
