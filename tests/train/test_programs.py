@@ -93,6 +93,26 @@ def test_background_compiler_waits_counts_and_survives_errors():
     compiler.close()
 
 
+def test_background_compiler_releases_while_a_job_runs_only():
+    calls, go = [], threading.Event()
+    compiler = BackgroundCompiler(release=lambda: calls.append(time.perf_counter()),
+                                  release_every_s=0.02)
+    time.sleep(0.2)
+    assert calls == []  # idle: nothing to release
+    compiler.submit("a", lambda: go.wait(10))
+    deadline = time.perf_counter() + 10
+    while len(calls) < 3 and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert len(calls) >= 3  # released again and again while "a" runs
+    go.set()
+    compiler.wait("a")
+    time.sleep(0.2)  # an iteration under way when "a" ended may still call once
+    settled = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == settled  # idle again
+    compiler.close()
+
+
 def _rows(run_dir):
     rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: (r["train/input_height"], r["train/input_width"]) for r in rows

@@ -445,7 +445,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
         close_iterator(iterator)
         return compile_programs(cfg, plan, model, shapes, step_fn, abstract_batch, val_source,
                                 range(start_step, end_step), on_ready, init=new_state)
-    compiler = compiler if compiler is not None else BackgroundCompiler()
+    compiler = compiler if compiler is not None else BackgroundCompiler(release=heap_release())
     jobs = _program_jobs(cfg, model, shapes, step_fn, abstract_batch, val_source)
     first = train_key(multiscale_size(cfg, start_step))
     compiler.submit(first, jobs(first))
@@ -600,6 +600,15 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     return {"train": last, "eval": evaluation, "step": int(jax.device_get(state.step)),
             "run_dir": str(run_dir), "state": state, "time_to_first_step_s": first_step_s,
             "stall_s": compiler.stall_s}
+
+
+def heap_release():
+    """What the background compiler calls while it works: the tuned heap's
+    :func:`yolox_jax.cpu.process.release_free_memory` where :func:`yolox_jax.cpu.tune_process`
+    tuned it, else None (nothing to release)."""
+    from yolox_jax.cpu import process
+
+    return process.release_free_memory if process.tuned()["malloc"] else None
 
 
 def release_between_programs(outputs) -> None:

@@ -93,14 +93,27 @@ class BackgroundCompiler:
     leaves the executable where the jitted function finds it); ``wait(key)`` blocks until it is
     done and returns the seconds waited, which are added to ``stall_s`` (``count=False``: not a
     stall, e.g. the first program). An error in ``fn`` is logged and dropped: the program then
-    compiles when first called, as without this class."""
+    compiles when first called, as without this class.
 
-    def __init__(self, name: str = "yolox_jax-compile"):
+    ``release`` (optional): called every ``release_every_s`` seconds (or less often, so that it
+    takes at most a tenth of the time) while a job runs, from a thread of its own, and once after
+    each job. The training loop passes
+    :func:`yolox_jax.cpu.process.release_free_memory` in a tuned CPU process: a job's
+    allocations, made while steps run, can pin a step's freed temporaries in the middle of the
+    heap, which would otherwise stay resident beside the next step's."""
+
+    def __init__(self, name: str = "yolox_jax-compile", release=None,
+                 release_every_s: float = 0.2):
         self._jobs: queue.Queue = queue.Queue()
         self._done: dict[str, threading.Event] = {}
         self.stall_s, self.stalls, self.compile_s = 0.0, [], {}
+        self._busy, self._closed = threading.Event(), False
+        self._release = release
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
+        if release is not None:
+            threading.Thread(target=self._release_while_busy, args=(release_every_s,),
+                             name=f"{name}-release", daemon=True).start()
 
     def submit(self, key: str, fn) -> None:
         if key in self._done:
@@ -135,6 +148,18 @@ class BackgroundCompiler:
                 break
             self._done[key].set()
         self._jobs.put(None)
+        self._closed = True
+        self._busy.set()  # lets the release thread see that it is closed
+
+    def _release_while_busy(self, every_s: float) -> None:
+        while True:
+            self._busy.wait()
+            if self._closed:
+                return
+            t0 = time.perf_counter()
+            self._release()
+            # At most a tenth of this thread's time, however slow a release is.
+            time.sleep(max(every_s, 9 * (time.perf_counter() - t0)))
 
     def _work(self) -> None:
         while True:
@@ -143,10 +168,15 @@ class BackgroundCompiler:
                 return
             key, fn = job
             t0 = time.perf_counter()
+            self._busy.set()
             try:
                 fn()
             except Exception as err:  # noqa: BLE001 - the call at first use reports it
                 log.debug("compiling %s ahead failed (it compiles when first used): %s", key, err)
             finally:
+                if not self._closed:
+                    self._busy.clear()
+                if self._release is not None:
+                    self._release()
                 self.compile_s[key] = time.perf_counter() - t0
                 self._done[key].set()
