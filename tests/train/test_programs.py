@@ -252,3 +252,39 @@ def test_first_step_after_one_compile_and_sizes_independent_of_compile_time(tmp_
     # More pixels, more temporaries and FLOPs.
     by_area = sorted(reports, key=lambda r: np.prod([int(v) for v in r.program[6:].split("x")]))
     assert by_area[0].flops < by_area[-1].flops and by_area[0].temp_mib < by_area[-1].temp_mib
+
+
+@pytest.mark.slow
+def test_a_tuned_heap_runs_one_step_at_a_time_and_is_released_while_compiling(tmp_path,
+                                                                             monkeypatch):
+    """Where the heap is tuned (here: ``heap_release`` says so), the loop dispatches a step
+    only once the one before it has finished (two in flight would hold two blocks of
+    temporaries), and the background compiler releases the heap while it works. The programs
+    are those of the test above, from the cache it filled."""
+    from yolox_jax.train import loop
+
+    releases = []
+    monkeypatch.setattr(loop, "heap_release", lambda: lambda: releases.append(1))
+    make_step, ready_at_dispatch = loop.train_step_fn, []
+
+    class Recording:
+        def __init__(self, fn):
+            self.fn, self.last = fn, None
+
+        def __call__(self, *args):
+            if self.last is not None:
+                ready_at_dispatch.append(all(x.is_ready() for x in jax.tree.leaves(self.last)))
+            out = self.fn(*args)
+            self.last = out[1]  # the metrics
+            return out
+
+        def __getattr__(self, name):  # lower(), as the background compiler calls it
+            return getattr(self.fn, name)
+
+    monkeypatch.setattr(loop, "train_step_fn", lambda *a, **k: Recording(make_step(*a, **k)))
+    cfg = load_config(None)
+    apply_overrides(cfg, [*SMALL, f"run.output_dir={tmp_path}", "train.print_interval=4",
+                          "run.max_steps=6"])
+    loop.train(cfg)
+    assert ready_at_dispatch == [True] * 5
+    assert releases  # at least once after each program prepared in the background

@@ -10,12 +10,14 @@ before its first JAX computation. It changes two things in the calling process:
    With glibc's defaults those blocks are mmapped and unmapped, so every step maps fresh zeroed
    pages and takes a minor page fault per 4 KiB (~450k faults, about a second of kernel time per
    yolox-tiny step on 2 cores). With one arena that never trims, the step reuses its memory.
-   The cost: the process keeps its heap (about twice a step's temporaries, as a step's outputs
-   pin its temporaries below the heap's top; :func:`release_free_memory` hands the free part
-   back, which the training loop does when the program changes), and compilations leave small
-   free chunks in the same arena that later steps search (a step compiled in the tuned process ran 30-55 % slower
-   than the same executable loaded from the persistent cache by a fresh process), hence the
-   command line's compile child (:mod:`yolox_jax.cpu.precompile`). Same as starting the process
+   The costs: the process keeps its heap, and a freed block is reused only if nothing took a
+   piece of it before the next step asked for it, so the training loop on a tuned heap runs
+   one step at a time (the next batch is prepared after a step, not during it), hands the
+   free heap back (:func:`release_free_memory`) when the program changes and, every 0.2 s,
+   while its background thread prepares another program; and compilations leave small free
+   chunks in the same arena that later steps search (a step compiled in the tuned process ran
+   30-55 % slower than the same executable loaded from the persistent cache by a fresh
+   process), hence the command line's compile child (:mod:`yolox_jax.cpu.precompile`). Same as starting the process
    with ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=<huge> MALLOC_TRIM_THRESHOLD_=<huge>``.
    Effective for the allocations of XLA's threads only when made before the first JAX
    computation. glibc only (a no-op on macOS and musl).
@@ -91,9 +93,11 @@ def release_free_memory() -> bool:
 
     The tuned heap keeps every block it ever held, so a run that moves between programs of
     different sizes (multiscale training, evaluation) would hold the sum of their temporaries.
-    Called when the next program differs from the last one, once the last one has finished:
-    the process then holds about what the largest program needs, and only the first step after
-    a switch pays the page faults of mapping its temporaries again."""
+    The training loop calls it when the next program differs from the last one, once the last
+    one has finished (the process then holds about what the largest program needs; the first
+    step after a switch pays the page faults of mapping its temporaries again), and while its
+    background thread prepares a program (whose allocations can pin a step's freed
+    temporaries: their free part goes back to the system)."""
     if not _state["malloc"]:
         return False
     libc = ctypes.CDLL(None)

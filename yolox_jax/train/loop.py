@@ -488,12 +488,17 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     redirect = logging_redirect_tqdm()
     redirect.__enter__()
     last, pending, evaluation, first_step_s, last_size = {}, None, {}, None, None
+    # The next batch is prepared and its step dispatched while a step runs, except on a tuned
+    # CPU heap: there the allocations made meanwhile keep a second block of a step's
+    # temporaries resident (docs/perf-notes.md), so each step is waited for.
+    one_at_a_time = heap_release() is not None
     # The data counted before the loop (its first batch) belongs to the first epoch's count.
     epoch_counts: dict = {}
     t_images, t_start = 0, time.perf_counter()
 
     def check(pending):
-        """Fetch a finished step's metrics (one step late, so the host never stalls the device)."""
+        """Fetch a finished step's metrics (one step late, so the host never stalls the device;
+        at once on a tuned CPU heap)."""
         step_idx, metrics, batch = pending
         host = jax.device_get(metrics)
         if host["nonfinite"]:
@@ -533,9 +538,11 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
                 jax.block_until_ready(metrics)
                 first_step_s = time.perf_counter() - t_begin
                 log.info("first step done %.1f s after the start", first_step_s)
-            if pending is not None:
+            if pending is not None and not one_at_a_time:
                 last = check(pending)
             pending = (step, metrics, host_batch)
+            if one_at_a_time:
+                last = check(pending)
             checkpointer.raise_if_failed()  # a background save that failed stops the run now
             t_images += plan.global_batch
             if (step + 1) % cfg.train.print_interval == 0 or step + 1 == end_step:
