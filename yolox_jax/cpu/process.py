@@ -17,8 +17,9 @@ before its first JAX computation. It changes two things in the calling process:
    while its background thread prepares another program; and compilations leave small free
    chunks in the same arena that later steps search (a step compiled in the tuned process ran
    30-55 % slower than the same executable loaded from the persistent cache by a fresh
-   process), hence the command line's compile child (:mod:`yolox_jax.cpu.precompile`). Same as starting the process
-   with ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=<huge> MALLOC_TRIM_THRESHOLD_=<huge>``.
+   process), hence the command line's compile child (:mod:`yolox_jax.cpu.precompile`). Same
+   as starting the process with
+   ``MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=<huge> MALLOC_TRIM_THRESHOLD_=<huge>``.
    Effective for the allocations of XLA's threads only when made before the first JAX
    computation. glibc only (a no-op on macOS and musl).
 2. **XLA:CPU flag** ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``, appended

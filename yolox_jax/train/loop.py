@@ -610,9 +610,9 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
 
 
 def heap_release():
-    """What the background compiler calls while it works: the tuned heap's
-    :func:`yolox_jax.cpu.process.release_free_memory` where :func:`yolox_jax.cpu.tune_process`
-    tuned it, else None (nothing to release)."""
+    """:func:`yolox_jax.cpu.process.release_free_memory` where :func:`yolox_jax.cpu.tune_process`
+    tuned the heap, else None: what the background compiler calls while it works, and whether
+    the loop runs one step at a time."""
     from yolox_jax.cpu import process
 
     return process.release_free_memory if process.tuned()["malloc"] else None
