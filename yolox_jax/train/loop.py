@@ -445,7 +445,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
         close_iterator(iterator)
         return compile_programs(cfg, plan, model, shapes, step_fn, abstract_batch, val_source,
                                 range(start_step, end_step), on_ready, init=new_state)
-    compiler = compiler if compiler is not None else BackgroundCompiler(release=heap_release())
+    release = heap_release()
+    compiler = compiler if compiler is not None else BackgroundCompiler(release=release)
     jobs = _program_jobs(cfg, model, shapes, step_fn, abstract_batch, val_source)
     first = train_key(multiscale_size(cfg, start_step))
     compiler.submit(first, jobs(first))
@@ -491,7 +492,7 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
     # The next batch is prepared and its step dispatched while a step runs, except on a tuned
     # CPU heap: there the allocations made meanwhile keep a second block of a step's
     # temporaries resident (docs/perf-notes.md), so each step is waited for.
-    one_at_a_time = heap_release() is not None
+    one_at_a_time = release is not None
     # The data counted before the loop (its first batch) belongs to the first epoch's count.
     epoch_counts: dict = {}
     t_images, t_start = 0, time.perf_counter()
@@ -546,7 +547,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
             checkpointer.raise_if_failed()  # a background save that failed stops the run now
             t_images += plan.global_batch
             if (step + 1) % cfg.train.print_interval == 0 or step + 1 == end_step:
-                last = check(pending)
+                if not one_at_a_time:  # else fetched already
+                    last = check(pending)
                 elapsed = time.perf_counter() - t_start
                 ips = t_images / max(elapsed, 1e-9)
                 bar.set_postfix(loss=f"{last['total_loss']:.3f}", iou=f"{last['iou_loss']:.3f}",
@@ -611,8 +613,8 @@ def train(cfg: config_lib.Config, *, compile_only: bool = False, compiler=None,
 
 def heap_release():
     """:func:`yolox_jax.cpu.process.release_free_memory` where :func:`yolox_jax.cpu.tune_process`
-    tuned the heap, else None: what the background compiler calls while it works, and whether
-    the loop runs one step at a time."""
+    tuned the heap, else None: what the background compiler calls while it works and the loop
+    between programs, and whether the loop runs one step at a time."""
     from yolox_jax.cpu import process
 
     return process.release_free_memory if process.tuned()["malloc"] else None
@@ -622,11 +624,10 @@ def release_between_programs(outputs) -> None:
     """Before another program runs: wait for ``outputs`` (the last step's) and hand the free
     heap back to the system where :func:`yolox_jax.cpu.tune_process` keeps it (a no-op
     elsewhere); see :func:`yolox_jax.cpu.process.release_free_memory`."""
-    from yolox_jax.cpu import process
-
-    if process.tuned()["malloc"]:
+    release = heap_release()
+    if release is not None:
         jax.block_until_ready(outputs)
-        process.release_free_memory()
+        release()
 
 
 def train_step_fn(cfg, model, tx, mesh):
